@@ -1,0 +1,35 @@
+# DiffKeeper — the commands a newcomer needs. Every target installs what it
+# needs first (scripts/deps.sh is idempotent and needs root for apt).
+
+CARGO ?= cargo
+# In CI a skipped end-to-end test is a failure, not a note.
+export DIFFKEEPER_REQUIRE_E2E ?= $(if $(CI),1,0)
+
+.PHONY: all deps build test lint bench demo clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+## Every test, including the end-to-end suites (real kernel, real files).
+test: deps
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Benchmarks print tables; compare ratios, not absolute times.
+bench: deps
+	$(CARGO) bench --workspace
+
+## The main job (see README): record, crash, and read back the past.
+demo: deps
+	$(CARGO) run --quiet -p diffkeeper-store --example demo
+
+clean:
+	$(CARGO) clean

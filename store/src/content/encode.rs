@@ -1,0 +1,235 @@
+//! Choosing and writing the representation of a new version.
+
+use redb::{ReadableTable, Table};
+use serde::{Deserialize, Serialize};
+
+use super::chunking;
+use super::decode::{self};
+use super::pieces::{self, PieceTable};
+use super::{content_id, delta, hash, ContentRecord, ContentRef, Fault, PatchEngine, Repr};
+use crate::format;
+
+/// Which representations the encoder may use, and the bounds that keep reads
+/// fast. The defaults are the per-case choice documented (with the numbers
+/// behind it) in docs/recording-format.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingPolicy {
+    /// Store only the new tail when the previous version is a prefix.
+    pub append: bool,
+    /// Files at least this large are chunked (FastCDC); smaller ones are
+    /// stored whole or as a patch. `u64::MAX` disables chunking.
+    pub chunked_from: u64,
+    /// Patch engines tried for small files (each candidate is computed and
+    /// the smallest result wins, including plain compression).
+    pub patch_engines: Vec<PatchEngine>,
+    /// Only files (and bases) up to this size are patched.
+    pub patch_up_to: u64,
+    /// Longest run of `Append` links before a version is re-based as a
+    /// self-contained chunk list (re-using the stored tails: no data copy).
+    pub max_append_chain: u16,
+    /// Longest run of links a `Patch` may extend.
+    pub max_patch_chain: u16,
+    /// Each patch in a chain costs a full decode of the file on read, so a
+    /// patch is only added while `(chain + 1) × size` stays within this
+    /// budget: a 4 KiB config may chain hundreds of patches, a 64 KiB file
+    /// a few dozen, before a version is stored whole again.
+    pub max_patch_read_bytes: u64,
+}
+
+impl Default for EncodingPolicy {
+    fn default() -> Self {
+        EncodingPolicy {
+            append: true,
+            chunked_from: 64 * 1024,
+            patch_engines: vec![PatchEngine::ZstdPrefix, PatchEngine::Bsdiff],
+            patch_up_to: 64 * 1024,
+            max_append_chain: 1024,
+            max_patch_chain: 256,
+            max_patch_read_bytes: 2 << 20,
+        }
+    }
+}
+
+impl EncodingPolicy {
+    /// Every version stored whole (compressed): the reference point the
+    /// benchmarks compare against.
+    pub fn whole_only() -> Self {
+        EncodingPolicy {
+            append: false,
+            chunked_from: u64::MAX,
+            patch_engines: vec![],
+            patch_up_to: 0,
+            max_append_chain: 0,
+            max_patch_chain: 0,
+            max_patch_read_bytes: 0,
+        }
+    }
+}
+
+/// What the encoder did, for metrics and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingStats {
+    /// Content bytes offered to the store.
+    pub bytes_in: u64,
+    /// Bytes newly written to the piece and content tables.
+    pub bytes_stored: u64,
+    pub deduplicated: u64,
+    pub whole: u64,
+    pub appends: u64,
+    pub patches_zstd: u64,
+    pub patches_bsdiff: u64,
+    pub chunked: u64,
+}
+
+/// Write access to the `content` and `pieces` tables of one transaction.
+pub(crate) struct ContentWriter<'t> {
+    pub content: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub pieces: PieceTable<'t>,
+}
+
+impl ContentWriter<'_> {
+    /// Stores `data` as a version following `prev` (the path's previous
+    /// content, if known) and returns its reference.
+    pub(crate) fn store(
+        &mut self,
+        data: &[u8],
+        prev: Option<&ContentRef>,
+        policy: &EncodingPolicy,
+        stats: &mut EncodingStats,
+    ) -> Result<ContentRef, Fault> {
+        let cref = ContentRef {
+            id: content_id(data),
+            size: data.len() as u64,
+        };
+        stats.bytes_in += cref.size;
+        if self.content.get(&cref.id.0)?.is_some() {
+            stats.deduplicated += 1;
+            return Ok(cref);
+        }
+        let mut written = 0;
+        let record = self.encode(data, prev, policy, stats, &mut written)?;
+        let record_bytes = format::to_bytes(&record);
+        written += record_bytes.len() as u64;
+        self.content.insert(&cref.id.0, record_bytes.as_slice())?;
+        stats.bytes_stored += written;
+        Ok(cref)
+    }
+
+    fn encode(
+        &mut self,
+        data: &[u8],
+        prev: Option<&ContentRef>,
+        policy: &EncodingPolicy,
+        stats: &mut EncodingStats,
+        written: &mut u64,
+    ) -> Result<ContentRecord, Fault> {
+        let size = data.len() as u64;
+        let prev = match prev {
+            Some(p) => decode::record(&self.content, &p.id)?.map(|r| (*p, r)),
+            None => None,
+        };
+
+        if let Some((p, base)) = &prev {
+            let is_append = policy.append
+                && p.size > 0
+                // Equal sizes cannot be an append: the content differs.
+                && p.size < size
+                && hash(&data[..p.size as usize]) == p.id.0;
+            if is_append {
+                let tail = &data[p.size as usize..];
+                if base.chain < policy.max_append_chain && (tail.len() as u64) < policy.chunked_from
+                {
+                    let (tail, new) = pieces::put(&mut self.pieces, tail)?;
+                    *written += new;
+                    stats.appends += 1;
+                    return Ok(ContentRecord {
+                        size,
+                        chain: base.chain + 1,
+                        repr: Repr::Append { base: p.id, tail },
+                    });
+                }
+                // Chain too long or tail too big: a self-contained chunk
+                // list that re-uses every stored piece of the base.
+                if let Some(mut leaves) = decode::leaves(&self.content, &self.pieces, &p.id)? {
+                    leaves.extend(chunking::store_chunks(&mut self.pieces, tail, written)?);
+                    return self.chunked_record(size, leaves, stats, written);
+                }
+            }
+        }
+
+        if size >= policy.chunked_from {
+            let leaves = chunking::store_chunks(&mut self.pieces, data, written)?;
+            return self.chunked_record(size, leaves, stats, written);
+        }
+
+        let whole = pieces::encode(data);
+        if let Some((p, base)) = &prev {
+            let read_work = (u64::from(base.chain) + 1) * size.max(p.size);
+            let patchable = base.chain < policy.max_patch_chain
+                && read_work <= policy.max_patch_read_bytes
+                && p.size <= policy.patch_up_to
+                && size <= policy.patch_up_to
+                && !policy.patch_engines.is_empty();
+            if patchable {
+                // A corrupt base just means we store this version whole.
+                if let Ok(base_bytes) = decode::read(&self.content, &self.pieces, p) {
+                    let mut best: Option<(PatchEngine, Vec<u8>)> = None;
+                    for &engine in &policy.patch_engines {
+                        let Ok(patch) = delta::diff(engine, &base_bytes, data) else {
+                            continue;
+                        };
+                        let beats_best = best.as_ref().is_none_or(|(_, b)| patch.len() < b.len());
+                        if patch.len() + 1 < whole.len() && beats_best {
+                            best = Some((engine, patch));
+                        }
+                    }
+                    if let Some((engine, patch)) = best {
+                        let (patch, new) = pieces::put(&mut self.pieces, &patch)?;
+                        *written += new;
+                        match engine {
+                            PatchEngine::ZstdPrefix => stats.patches_zstd += 1,
+                            PatchEngine::Bsdiff => stats.patches_bsdiff += 1,
+                        }
+                        return Ok(ContentRecord {
+                            size,
+                            chain: base.chain + 1,
+                            repr: Repr::Patch {
+                                base: p.id,
+                                engine,
+                                patch,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+
+        let piece = super::PieceId(hash(data));
+        if self.pieces.get(&piece.0)?.is_none() {
+            self.pieces.insert(&piece.0, whole.as_slice())?;
+            *written += whole.len() as u64;
+        }
+        stats.whole += 1;
+        Ok(ContentRecord {
+            size,
+            chain: 0,
+            repr: Repr::Whole { piece },
+        })
+    }
+
+    fn chunked_record(
+        &mut self,
+        size: u64,
+        leaves: Vec<chunking::Entry>,
+        stats: &mut EncodingStats,
+        written: &mut u64,
+    ) -> Result<ContentRecord, Fault> {
+        let (root, height) = chunking::store_tree(&mut self.pieces, leaves, written)?;
+        stats.chunked += 1;
+        Ok(ContentRecord {
+            size,
+            chain: 0,
+            repr: Repr::Chunked { root, height },
+        })
+    }
+}

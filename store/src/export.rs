@@ -1,0 +1,369 @@
+//! Materialising a moment as a directory tree.
+//!
+//! Safety: every entry is created relative to a directory file descriptor
+//! opened with `O_NOFOLLOW` one component at a time, starting from the
+//! target. A path can therefore never climb out (`..` is rejected by
+//! [`RecPath`] anyway) nor pass through a symlink — not even one the export
+//! itself just created. Files are created with `O_EXCL`, so nothing that
+//! already exists is overwritten.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+use crate::error::{contained, Error, Result};
+use crate::path::RecPath;
+use crate::recording::Recording;
+use crate::state::{Node, NodeKind};
+use crate::time::Moment;
+
+/// How to export.
+#[derive(Clone, Debug, Default)]
+pub struct ExportOptions {
+    /// Only entries that differ from the baseline (changed or new).
+    pub changes_only: bool,
+    /// Restore owners and setuid/setgid bits (needs root). Off by default:
+    /// an export is for reading, and must not plant setuid binaries.
+    pub preserve_owner: bool,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Entries not written, with why (e.g. manifest-only baseline content).
+    pub skipped: Vec<(RecPath, String)>,
+    /// Gaps at or before the moment: the export may be wrong near them.
+    pub gaps: u64,
+}
+
+/// Progress of a running export, in bytes of file content.
+#[derive(Copy, Clone, Debug)]
+pub struct ExportProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+impl Recording {
+    /// Writes the tree at `moment` into `target`, which must not exist or be
+    /// an empty directory.
+    pub fn export(
+        &self,
+        moment: &Moment,
+        target: &Path,
+        options: &ExportOptions,
+    ) -> Result<ExportReport> {
+        self.export_with_progress(moment, target, options, &mut |_| {})
+    }
+
+    /// [`Recording::export`], calling `progress` after each file.
+    pub fn export_with_progress(
+        &self,
+        moment: &Moment,
+        target: &Path,
+        options: &ExportOptions,
+        progress: &mut dyn FnMut(ExportProgress),
+    ) -> Result<ExportReport> {
+        contained(self.path(), || {
+            self.export_inner(moment, target, options, progress)
+        })
+    }
+
+    fn export_inner(
+        &self,
+        moment: &Moment,
+        target: &Path,
+        options: &ExportOptions,
+        progress: &mut dyn FnMut(ExportProgress),
+    ) -> Result<ExportReport> {
+        let snapshot = self.state_at(moment)?;
+        let root = open_target(target)?;
+        let entries: Vec<(&RecPath, &Node)> = snapshot
+            .state
+            .iter()
+            .filter(|(path, node)| {
+                !options.changes_only || snapshot.baseline.get(path) != Some(*node)
+            })
+            .collect();
+        let bytes_total = entries
+            .iter()
+            .filter_map(|(_, n)| n.content().map(|c| c.size))
+            .sum();
+        let reader = self.content_reader()?;
+        let mut writer = TreeWriter {
+            target: target.to_path_buf(),
+            root,
+            open_dirs: Vec::new(),
+            deferred_dir_modes: Vec::new(),
+            options: options.clone(),
+        };
+        let mut report = ExportReport {
+            gaps: snapshot.gaps.len() as u64,
+            ..ExportReport::default()
+        };
+        for (path, node) in entries {
+            match &node.kind {
+                NodeKind::File(content) => {
+                    let data = match reader.read(content) {
+                        Ok(data) => data,
+                        Err(_) if !self.has_content(content)? => {
+                            report.skipped.push((
+                                path.clone(),
+                                "content not recorded (manifest-only baseline)".into(),
+                            ));
+                            continue;
+                        }
+                        Err(fault) => return Err(self.fault(content, fault)),
+                    };
+                    writer.file(path, node, &data)?;
+                    report.files += 1;
+                    report.bytes += data.len() as u64;
+                    progress(ExportProgress {
+                        bytes_done: report.bytes,
+                        bytes_total,
+                    });
+                }
+                NodeKind::Dir => {
+                    writer.dir(path, node)?;
+                    report.dirs += 1;
+                }
+                NodeKind::Symlink(link_target) => {
+                    writer.symlink(path, node, link_target)?;
+                    report.symlinks += 1;
+                }
+            }
+        }
+        writer.finish()?;
+        Ok(report)
+    }
+}
+
+fn open_target(target: &Path) -> Result<OwnedFd> {
+    let err = |reason: String| Error::ExportTarget {
+        path: target.to_path_buf(),
+        reason,
+    };
+    match std::fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(err(
+                    "directory is not empty; export into a new or empty directory".into(),
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+        }
+        Err(e) => return Err(Error::io(target, e)),
+    }
+    rfs::open(
+        target,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(target, e.into()))
+}
+
+struct TreeWriter {
+    target: PathBuf,
+    root: OwnedFd,
+    /// The directories of the previous entry's parent chain, outermost
+    /// first. Entries arrive in path order, so this works as a stack.
+    open_dirs: Vec<(RecPath, OwnedFd)>,
+    /// Directory modes are applied last, so a read-only directory does not
+    /// block writing its children.
+    deferred_dir_modes: Vec<(RecPath, u32, u32, u32)>,
+    options: ExportOptions,
+}
+
+/// Directories created only because a recorded entry lives below them.
+const IMPLIED_DIR_MODE: u32 = 0o755;
+
+impl TreeWriter {
+    fn file(&mut self, path: &RecPath, node: &Node, data: &[u8]) -> Result<()> {
+        let (parent, name) = self.parent_of(path)?;
+        let fd = rfs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.error(path, e))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(data)
+            .map_err(|e| Error::io(&self.host_path(path), e))?;
+        if self.options.preserve_owner {
+            rfs::fchown(&file, Some(uid(node.uid)), Some(gid(node.gid)))
+                .map_err(|e| self.error(path, e))?;
+        }
+        rfs::fchmod(&file, Mode::from_raw_mode(self.mode(node.mode)))
+            .map_err(|e| self.error(path, e))?;
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &RecPath, node: &Node) -> Result<()> {
+        let (parent, name) = self.parent_of(path)?;
+        rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(|e| self.error(path, e))?;
+        self.deferred_dir_modes
+            .push((path.clone(), node.mode, node.uid, node.gid));
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &RecPath, node: &Node, link_target: &[u8]) -> Result<()> {
+        let (parent, name) = self.parent_of(path)?;
+        let link_target = std::ffi::OsStr::from_bytes(link_target);
+        rfs::symlinkat(link_target, parent, name).map_err(|e| self.error(path, e))?;
+        if self.options.preserve_owner {
+            let parent = self
+                .open_dirs
+                .last()
+                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
+            rfs::chownat(
+                parent,
+                name,
+                Some(uid(node.uid)),
+                Some(gid(node.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.error(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies directory modes, deepest first.
+    fn finish(mut self) -> Result<()> {
+        self.open_dirs.clear();
+        let deferred = std::mem::take(&mut self.deferred_dir_modes);
+        for (path, mode, owner, group) in deferred.into_iter().rev() {
+            let fd = self.walk(&path)?;
+            if self.options.preserve_owner {
+                rfs::fchown(&fd, Some(uid(owner)), Some(gid(group)))
+                    .map_err(|e| self.error(&path, e))?;
+            }
+            rfs::fchmod(&fd, Mode::from_raw_mode(self.mode(mode)))
+                .map_err(|e| self.error(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The directory fd that will hold `path`, and `path`'s last component.
+    fn parent_of<'p>(
+        &mut self,
+        path: &'p RecPath,
+    ) -> Result<(std::os::fd::BorrowedFd<'_>, &'p [u8])> {
+        let name = path
+            .components()
+            .last()
+            .expect("a RecPath has at least one component");
+        match path.parent() {
+            None => {
+                self.open_dirs.clear();
+                Ok((self.root.as_fd(), name))
+            }
+            Some(parent) => {
+                // Keep the still-useful prefix of the open directory chain.
+                while let Some((open, _)) = self.open_dirs.last() {
+                    if *open == parent || parent.is_within(open) {
+                        break;
+                    }
+                    self.open_dirs.pop();
+                }
+                if self.open_dirs.last().map(|(p, _)| p) != Some(&parent) {
+                    let fd = self.walk_from_stack(&parent)?;
+                    self.open_dirs.push((parent, fd));
+                }
+                let fd = self.open_dirs.last().expect("just pushed").1.as_fd();
+                Ok((fd, name))
+            }
+        }
+    }
+
+    /// Opens `dir` starting from the deepest open ancestor, creating
+    /// missing components.
+    fn walk_from_stack(&mut self, dir: &RecPath) -> Result<OwnedFd> {
+        let (start_depth, mut current) = match self.open_dirs.last() {
+            Some((p, fd)) => (
+                p.components().count(),
+                fd.try_clone().map_err(|e| Error::io(&self.target, e))?,
+            ),
+            None => (
+                0,
+                self.root
+                    .try_clone()
+                    .map_err(|e| Error::io(&self.target, e))?,
+            ),
+        };
+        for component in dir.components().skip(start_depth) {
+            current = self.step(current, component, true, dir)?;
+        }
+        Ok(current)
+    }
+
+    /// Opens `dir` from the root, never creating anything.
+    fn walk(&self, dir: &RecPath) -> Result<OwnedFd> {
+        let mut current = self
+            .root
+            .try_clone()
+            .map_err(|e| Error::io(&self.target, e))?;
+        for component in dir.components() {
+            current = self.step(current, component, false, dir)?;
+        }
+        Ok(current)
+    }
+
+    fn step(
+        &self,
+        at: OwnedFd,
+        component: &[u8],
+        create: bool,
+        whole: &RecPath,
+    ) -> Result<OwnedFd> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(&at, component, flags, Mode::empty()) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) if create => {
+                rfs::mkdirat(&at, component, Mode::from_raw_mode(IMPLIED_DIR_MODE))
+                    .map_err(|e| self.error(whole, e))?;
+                rfs::openat(&at, component, flags, Mode::empty()).map_err(|e| self.error(whole, e))
+            }
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => Err(Error::ExportTarget {
+                path: self.host_path(whole),
+                reason:
+                    "a path component is a symlink or not a directory; refusing to write through it"
+                        .into(),
+            }),
+            Err(e) => Err(self.error(whole, e)),
+        }
+    }
+
+    fn mode(&self, mode: u32) -> u32 {
+        if self.options.preserve_owner {
+            mode & 0o7777
+        } else {
+            mode & 0o1777
+        }
+    }
+
+    fn host_path(&self, path: &RecPath) -> PathBuf {
+        self.target
+            .join(std::ffi::OsStr::from_bytes(&path.as_bytes()[1..]))
+    }
+
+    fn error(&self, path: &RecPath, e: rustix::io::Errno) -> Error {
+        Error::io(&self.host_path(path), e.into())
+    }
+}
+
+fn uid(raw: u32) -> rfs::Uid {
+    rfs::Uid::from_raw(raw)
+}
+
+fn gid(raw: u32) -> rfs::Gid {
+    rfs::Gid::from_raw(raw)
+}
