@@ -31,8 +31,9 @@ fn main() {
             .unwrap();
 
     println!("# diffkeeper-store engine benchmark (incompressible data)\n");
-    println!("| case | engine | versions | changed/version | stored | file on disk | stored ÷ changed | full copies ÷ stored | ingest MB/s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("chosen: how many versions were stored (w)hole, as (a)ppends, (z)std or (b)sdiff patches, (c)hunked\n");
+    println!("| case | engine | chosen | versions | changed/version | stored | file on disk | stored ÷ changed | full copies ÷ stored | ingest MB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     if run("config") {
         let case = Case::config_edits();
         for (name, policy) in engines(true) {
@@ -186,6 +187,11 @@ impl Case {
             ingested += data.len();
         }
         let stored = rec.stats().bytes_stored - before;
+        let st = rec.stats().clone();
+        let chosen = format!(
+            "{}w {}a {}z {}b {}c",
+            st.whole, st.appends, st.patches_zstd, st.patches_bsdiff, st.chunked
+        );
         rec.finish(None).unwrap();
         let file_size = std::fs::metadata(&file).unwrap().len();
         // Reading the newest version back must give the same bytes.
@@ -193,7 +199,7 @@ impl Case {
         let latest = recording.cat(&path, &Moment::latest()).unwrap();
         assert!(latest == data, "{engine}: last version differs");
         println!(
-            "| {} | {engine} | {versions} | {} | {} | {} | {:.2} | {:.0}× | {:.0} |",
+            "| {} | {engine} | {chosen} | {versions} | {} | {} | {} | {:.2} | {:.0}× | {:.0} |",
             self.name,
             bytes(changed as u64 / versions as u64),
             bytes(stored),

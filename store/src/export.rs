@@ -71,76 +71,66 @@ impl Recording {
         progress: &mut dyn FnMut(ExportProgress),
     ) -> Result<ExportReport> {
         contained(self.path(), || {
-            self.export_inner(moment, target, options, progress)
-        })
-    }
-
-    fn export_inner(
-        &self,
-        moment: &Moment,
-        target: &Path,
-        options: &ExportOptions,
-        progress: &mut dyn FnMut(ExportProgress),
-    ) -> Result<ExportReport> {
-        let snapshot = self.state_at(moment)?;
-        let root = open_target(target)?;
-        let entries: Vec<(&RecPath, &Node)> = snapshot
-            .state
-            .iter()
-            .filter(|(path, node)| {
-                !options.changes_only || snapshot.baseline.get(path) != Some(*node)
-            })
-            .collect();
-        let bytes_total = entries
-            .iter()
-            .filter_map(|(_, n)| n.content().map(|c| c.size))
-            .sum();
-        let reader = self.content_reader()?;
-        let mut writer = TreeWriter {
-            target: target.to_path_buf(),
-            root,
-            open_dirs: Vec::new(),
-            deferred_dir_modes: Vec::new(),
-            options: options.clone(),
-        };
-        let mut report = ExportReport {
-            gaps: snapshot.gaps.len() as u64,
-            ..ExportReport::default()
-        };
-        for (path, node) in entries {
-            match &node.kind {
-                NodeKind::File(content) => {
-                    let data = match reader.read(content) {
-                        Ok(data) => data,
-                        Err(_) if !self.has_content(content)? => {
-                            report.skipped.push((
-                                path.clone(),
-                                "content not recorded (manifest-only baseline)".into(),
-                            ));
-                            continue;
-                        }
-                        Err(fault) => return Err(self.fault(content, fault)),
-                    };
-                    writer.file(path, node, &data)?;
-                    report.files += 1;
-                    report.bytes += data.len() as u64;
-                    progress(ExportProgress {
-                        bytes_done: report.bytes,
-                        bytes_total,
-                    });
-                }
-                NodeKind::Dir => {
-                    writer.dir(path, node)?;
-                    report.dirs += 1;
-                }
-                NodeKind::Symlink(link_target) => {
-                    writer.symlink(path, node, link_target)?;
-                    report.symlinks += 1;
+            let snapshot = self.state_at(moment)?;
+            let root = open_target(target)?;
+            let entries: Vec<(&RecPath, &Node)> = snapshot
+                .state
+                .iter()
+                .filter(|(path, node)| {
+                    !options.changes_only || snapshot.baseline.get(path) != Some(*node)
+                })
+                .collect();
+            let bytes_total = entries
+                .iter()
+                .filter_map(|(_, n)| n.content().map(|c| c.size))
+                .sum();
+            let reader = self.content_reader()?;
+            let mut writer = TreeWriter {
+                target: target.to_path_buf(),
+                root,
+                open_dirs: Vec::new(),
+                deferred_dir_modes: Vec::new(),
+                options: options.clone(),
+            };
+            let mut report = ExportReport {
+                gaps: snapshot.gaps.len() as u64,
+                ..ExportReport::default()
+            };
+            for (path, node) in entries {
+                match &node.kind {
+                    NodeKind::File(content) => {
+                        let data = match reader.read(content) {
+                            Ok(data) => data,
+                            Err(_) if !self.has_content(content)? => {
+                                report.skipped.push((
+                                    path.clone(),
+                                    "content not recorded (manifest-only baseline)".into(),
+                                ));
+                                continue;
+                            }
+                            Err(fault) => return Err(self.fault(content, fault)),
+                        };
+                        writer.file(path, node, &data)?;
+                        report.files += 1;
+                        report.bytes += data.len() as u64;
+                        progress(ExportProgress {
+                            bytes_done: report.bytes,
+                            bytes_total,
+                        });
+                    }
+                    NodeKind::Dir => {
+                        writer.dir(path, node)?;
+                        report.dirs += 1;
+                    }
+                    NodeKind::Symlink(link_target) => {
+                        writer.symlink(path, node, link_target)?;
+                        report.symlinks += 1;
+                    }
                 }
             }
-        }
-        writer.finish()?;
-        Ok(report)
+            writer.finish()?;
+            Ok(report)
+        })
     }
 }
 

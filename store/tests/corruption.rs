@@ -110,8 +110,7 @@ fn random_damage_never_panics() {
 
 #[test]
 fn a_crafted_dotdot_path_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (dir, file) = temp_recording();
     let mut rec = recorder(&file);
     // Same length as "/../../escaped", patched in on disk below.
     write(&mut rec, 1, "/XX/YY/escaped", b"owned");
@@ -139,8 +138,7 @@ fn a_crafted_dotdot_path_is_rejected() {
 
 #[test]
 fn export_never_follows_a_symlink_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (dir, file) = temp_recording();
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let mut rec = recorder(&file);

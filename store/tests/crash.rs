@@ -52,8 +52,7 @@ fn crash_writer_child() {
 fn kill_9_loses_nothing_committed() {
     let mut rng = rand::rng();
     for round in 0..6 {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rec.redb");
+        let (_dir, file) = temp_recording();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

@@ -9,8 +9,7 @@ use support::*;
 
 #[test]
 fn timeline_state_cat_and_diff() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     write(&mut rec, 100, "/etc/app.conf", b"mode=fast\n");
     write(&mut rec, 1100, "/etc/app.conf", b"mode=slow\n");
@@ -120,8 +119,7 @@ fn timeline_state_cat_and_diff() {
 
 #[test]
 fn times_outside_a_finished_recording_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     write(&mut rec, 10, "/a", b"x");
     rec.finish(Some(0)).unwrap();
@@ -142,8 +140,7 @@ fn times_outside_a_finished_recording_are_refused() {
 
 #[test]
 fn a_live_recording_is_readable_while_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     write(&mut rec, 1, "/a", b"one");
     rec.flush().unwrap();
@@ -161,8 +158,7 @@ fn a_live_recording_is_readable_while_written() {
 
 #[test]
 fn identical_content_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     let blob: Vec<u8> = (0..200_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -177,8 +173,7 @@ fn identical_content_is_stored_once() {
 
 #[test]
 fn baseline_sits_beneath_events_and_export_writes_the_whole_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (dir, file) = temp_recording();
     let mut rec = recorder(&file);
     // The workload writes /etc/hosts before the background baseline gets to it.
     write(&mut rec, 5, "/etc/hosts", b"10.0.0.1 db\n");
@@ -309,8 +304,7 @@ fn a_foreign_or_newer_file_is_refused_clearly() {
 #[test]
 fn recordings_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rec.redb");
+    let (_dir, file) = temp_recording();
     recorder(&file).finish(None).unwrap();
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

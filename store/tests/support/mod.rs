@@ -1,7 +1,7 @@
 //! Helpers shared by the store's integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use diffkeeper_store::{
     Actor, Capture, Op, RecPath, Recorder, RecorderOptions, RecordingMeta, Subject,
@@ -26,6 +26,13 @@ pub fn meta() -> RecordingMeta {
         },
         labels: Default::default(),
     }
+}
+
+/// A temporary directory and the path of a recording inside it.
+pub fn temp_recording() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rec.redb");
+    (dir, file)
 }
 
 pub fn recorder(path: &Path) -> Recorder {
