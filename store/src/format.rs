@@ -8,9 +8,8 @@
 //!   `content` in the same or an earlier commit (the recorder inserts content
 //!   before the event that refers to it, inside one transaction);
 //! - every piece referenced by a content record or a chunk-tree node is
-//!   present in `pieces` by the same rule;
-//! - a `pieces` value is `codec byte ‖ payload`, and blake3 of the decoded
-//!   payload equals its key.
+//!   present in `pieces` by the same rule, and its pack in `packs`;
+//! - blake3 of a piece's decoded payload equals its key.
 
 use redb::TableDefinition;
 use serde::{de::DeserializeOwned, Serialize};
@@ -40,8 +39,12 @@ pub const BASELINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("baseli
 /// [`crate::content::ContentRecord`] saying how to rebuild those bytes.
 pub const CONTENT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("content");
 
-/// `pieces`: blake3 of a byte string → `codec ‖ payload` (see [`Codec`]).
+/// `pieces`: blake3 of a byte string → postcard `PieceLoc` {pack, offset,
+/// len, codec}: where its stored bytes are.
 pub const PIECES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pieces");
+
+/// `packs`: pack number → concatenated stored pieces (see `PIECES`).
+pub const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
 
 /// How a piece's payload is stored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -18,10 +18,13 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
-use crate::content::{ContentRef, ContentWriter, EncodingPolicy, EncodingStats, Fault};
+use crate::content::{
+    ContentRef, ContentWriter, EncodingPolicy, EncodingStats, Fault, OpenPack, PieceWriter,
+    RecentContent,
+};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Event, Op};
-use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PIECES};
+use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PACKS, PIECES};
 use crate::meta::{BaselineStatus, RecordingMeta, RecordingState, Status};
 use crate::path::RecPath;
 use crate::state::{FsState, Node};
@@ -61,6 +64,9 @@ pub struct Recorder {
     status: Status,
     status_dirty: bool,
     stats: EncodingStats,
+    /// Pieces are packed; this is the pack being filled (see `content`).
+    open_pack: OpenPack,
+    recent: RecentContent,
     failure: Option<Failure>,
 }
 
@@ -120,6 +126,8 @@ impl Recorder {
             status,
             status_dirty: true,
             stats: EncodingStats::default(),
+            open_pack: OpenPack::default(),
+            recent: RecentContent::default(),
             failure: None,
         };
         let meta_json = serde_json::to_vec(meta).expect("metadata serialises to JSON");
@@ -137,6 +145,7 @@ impl Recorder {
             txn.open_table(BASELINE)?;
             txn.open_table(CONTENT)?;
             txn.open_table(PIECES)?;
+            txn.open_table(PACKS)?;
             Ok(())
         })();
         result.map_err(|e| Error::storage(&recorder.path, e))?;
@@ -173,10 +182,17 @@ impl Recorder {
         let txn = self.txn.as_ref().expect("transaction open");
         let stats = &mut self.stats;
         let policy = &self.options.encoding;
+        let open_pack = &mut self.open_pack;
+        let recent = &mut self.recent;
         let result = (|| -> Result<ContentRef, Fault> {
             let mut writer = ContentWriter {
                 content: txn.open_table(CONTENT).map_err(table_fault)?,
-                pieces: txn.open_table(PIECES).map_err(table_fault)?,
+                pieces: PieceWriter {
+                    index: txn.open_table(PIECES).map_err(table_fault)?,
+                    packs: txn.open_table(PACKS).map_err(table_fault)?,
+                    open: open_pack,
+                },
+                recent,
             };
             writer.store(data, prev.as_ref(), policy, stats)
         })();
@@ -345,6 +361,19 @@ impl Recorder {
     }
 
     fn commit(&mut self) -> Result<()> {
+        if self.open_pack.dirty {
+            self.ensure_txn()?;
+            let txn = self.txn.as_ref().expect("transaction open");
+            let open = &self.open_pack;
+            let result = txn
+                .open_table(PACKS)
+                .map_err(redb::Error::from)
+                .and_then(|mut packs| {
+                    Ok(packs.insert(open.id, open.bytes.as_slice()).map(drop)?)
+                });
+            result.map_err(|e| Error::storage(&self.path, e))?;
+            self.open_pack.dirty = false;
+        }
         if self.status_dirty {
             let status = serde_json::to_vec(&self.status).expect("status serialises to JSON");
             let txn = self.txn()?;
@@ -426,12 +455,12 @@ impl Recorder {
             .open(&self.path)
             .map_err(|e| Error::storage(&self.path, e))
             .and_then(|db| {
-                let (state, next_seq) = crate::recording::replay_all(&db, &self.path)?;
-                Ok((db, state, next_seq))
+                let (state, next_seq, next_pack) = crate::recording::replay_all(&db, &self.path)?;
+                Ok((db, state, next_seq, next_pack))
             });
         let failure = self.failure.as_mut().expect("checked above");
         failure.last_attempt = Instant::now();
-        let (db, state, next_seq) = match reopened {
+        let (db, state, next_seq, next_pack) = match reopened {
             Ok(ok) => ok,
             Err(err) => {
                 failure.reason = err.to_string();
@@ -444,6 +473,13 @@ impl Recorder {
         self.db = Some(db);
         self.state = state;
         self.next_seq = next_seq;
+        // Pieces of the lost batch may sit in the open pack and the recent
+        // cache; start both afresh.
+        self.recent = RecentContent::default();
+        self.open_pack = OpenPack {
+            id: next_pack,
+            ..OpenPack::default()
+        };
         self.note_incomplete(format!("store write failed: {}", failure.reason));
         let gap = self.record_gap(
             failure.lost,

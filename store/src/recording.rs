@@ -10,13 +10,14 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use crate::content::{ContentReader, ContentRef, Fault};
 use crate::error::{contained, Error, Result};
 use crate::event::{Event, Op, OpKind};
-use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PIECES};
+use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PACKS, PIECES};
 use crate::meta::{RecordingMeta, RecordingState, Status};
 use crate::path::RecPath;
 use crate::state::{FsState, Node, NodeKind};
 use crate::time::{format_offset, Moment, TimeSpec};
 
 type Bytes32Table = ReadOnlyTable<&'static [u8; 32], &'static [u8]>;
+type PacksTable = ReadOnlyTable<u64, &'static [u8]>;
 
 /// A recording opened for reading. Cheap to open; every query runs in its
 /// own read transaction, so a recording still being written shows each new
@@ -408,11 +409,14 @@ impl Recording {
         self.db.begin_read().map_err(|e| self.storage(e))
     }
 
-    pub(crate) fn content_reader(&self) -> Result<ContentReader<Bytes32Table, Bytes32Table>> {
+    pub(crate) fn content_reader(
+        &self,
+    ) -> Result<ContentReader<Bytes32Table, Bytes32Table, PacksTable>> {
         let txn = self.begin()?;
         Ok(ContentReader {
             content: txn.open_table(CONTENT).map_err(|e| self.storage(e))?,
-            pieces: txn.open_table(PIECES).map_err(|e| self.storage(e))?,
+            index: txn.open_table(PIECES).map_err(|e| self.storage(e))?,
+            packs: txn.open_table(PACKS).map_err(|e| self.storage(e))?,
         })
     }
 
@@ -591,17 +595,19 @@ pub(crate) fn replay(txn: &ReadTransaction, path: &Path, moment: &Moment) -> Res
     })
 }
 
-/// The latest tree and the next sequence number, for a recorder resuming
-/// after a failed commit.
-pub(crate) fn replay_all(db: &redb::Database, path: &Path) -> Result<(FsState, u64)> {
+/// The latest tree, the next sequence number and the next free pack
+/// number, for a recorder resuming after a failed commit.
+pub(crate) fn replay_all(db: &redb::Database, path: &Path) -> Result<(FsState, u64, u64)> {
     let txn = db.begin_read().map_err(|e| Error::storage(path, e))?;
-    let next_seq = {
-        let table = txn
-            .open_table(EVENTS)
-            .map_err(|e| Error::storage(path, e))?;
-        let last = table.last().map_err(|e| Error::storage(path, e))?;
-        last.map_or(0, |(k, _)| k.value() + 1)
-    };
+    let next_key = |last: Option<u64>| last.map_or(0, |k| k + 1);
+    let events = txn
+        .open_table(EVENTS)
+        .map_err(|e| Error::storage(path, e))?;
+    let last_event = events.last().map_err(|e| Error::storage(path, e))?;
+    let next_seq = next_key(last_event.map(|(k, _)| k.value()));
+    let packs = txn.open_table(PACKS).map_err(|e| Error::storage(path, e))?;
+    let last_pack = packs.last().map_err(|e| Error::storage(path, e))?;
+    let next_pack = next_key(last_pack.map(|(k, _)| k.value()));
     let snapshot = replay(&txn, path, &Moment::latest())?;
-    Ok((snapshot.state, next_seq))
+    Ok((snapshot.state, next_seq, next_pack))
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use redb::ReadableTable;
 
-use crate::content::{verify_piece, ContentId, ContentRef};
+use crate::content::{ContentId, ContentRef, PieceId};
 use crate::error::{contained, Result};
 use crate::event::Event;
 use crate::format::{self, BASELINE, CONTENT, EVENTS, PIECES};
@@ -82,17 +82,18 @@ impl Recording {
         let txn = self.begin()?;
         let manifest_only = self.status()?.baseline.mode == BaselineMode::Manifest;
 
+        let reader = self.content_reader()?;
         let pieces = txn.open_table(PIECES).map_err(|e| self.storage(e))?;
         scan(
             &pieces,
             "pieces",
             &mut report,
-            |report, key: &[u8; 32], value: &[u8]| {
+            |report, key: &[u8; 32], _location: &[u8]| {
                 report.pieces += 1;
-                if let Err(detail) = verify_piece(key, value) {
+                if let Err(fault) = reader.pieces().verify(&PieceId(*key)) {
                     report.problems.push(Problem::Piece {
                         id: ContentId(*key).to_string(),
-                        detail,
+                        detail: fault.to_string(),
                     });
                 }
             },
@@ -165,7 +166,6 @@ impl Recording {
         );
 
         let contents = txn.open_table(CONTENT).map_err(|e| self.storage(e))?;
-        let reader = self.content_reader()?;
         let mut bad_versions = BTreeSet::new();
         scan(
             &contents,

@@ -9,10 +9,9 @@
 //! 256 MiB file with 64 changed pages costs ~64 chunks and ~2×64 small nodes,
 //! and reading any version needs no patch chain.
 
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::pieces::{self, PieceTable};
+use super::pieces::{PieceSource, PieceWriter, MAX_PIECE_LEN};
 use super::{Fault, PieceId};
 use crate::format;
 
@@ -40,14 +39,14 @@ pub(crate) struct Entry {
 
 /// Splits `data` into chunks, stores them, and returns the chunk list.
 pub(crate) fn store_chunks(
-    table: &mut PieceTable<'_>,
+    pieces: &mut PieceWriter<'_, '_>,
     data: &[u8],
     written: &mut u64,
 ) -> Result<Vec<Entry>, redb::StorageError> {
     let mut leaves = Vec::with_capacity(data.len() / CHUNK_AVG as usize + 1);
     for chunk in fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
         let bytes = &data[chunk.offset..chunk.offset + chunk.length];
-        let (piece, new) = pieces::put(table, bytes)?;
+        let (piece, new) = pieces.put(bytes)?;
         *written += new;
         leaves.push(Entry {
             piece,
@@ -59,7 +58,7 @@ pub(crate) fn store_chunks(
 
 /// Builds the node tree over `leaves`; returns the root piece and height.
 pub(crate) fn store_tree(
-    table: &mut PieceTable<'_>,
+    pieces: &mut PieceWriter<'_, '_>,
     mut entries: Vec<Entry>,
     written: &mut u64,
 ) -> Result<(PieceId, u8), redb::StorageError> {
@@ -72,13 +71,13 @@ pub(crate) fn store_tree(
             node.push(*entry);
             let last = i + 1 == entries.len();
             if last || node.len() >= NODE_MAX || entry.piece.0[0] & NODE_BOUNDARY_MASK == 0 {
-                parents.push(store_node(table, &node, written)?);
+                parents.push(store_node(pieces, &node, written)?);
                 node.clear();
             }
         }
         if parents.is_empty() {
             // An empty file: one empty node.
-            parents.push(store_node(table, &[], written)?);
+            parents.push(store_node(pieces, &[], written)?);
         }
         if parents.len() == 1 {
             return Ok((parents[0].piece, height));
@@ -88,11 +87,11 @@ pub(crate) fn store_tree(
 }
 
 fn store_node(
-    table: &mut PieceTable<'_>,
+    pieces: &mut PieceWriter<'_, '_>,
     node: &[Entry],
     written: &mut u64,
 ) -> Result<Entry, redb::StorageError> {
-    let (piece, new) = pieces::put(table, &format::to_bytes(&node))?;
+    let (piece, new) = pieces.put(&format::to_bytes(&node))?;
     *written += new;
     Ok(Entry {
         piece,
@@ -101,23 +100,15 @@ fn store_node(
 }
 
 /// Reads a node's entries.
-pub(crate) fn read_node(
-    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    id: &PieceId,
-) -> Result<Vec<Entry>, Fault> {
+pub(crate) fn read_node(pieces: &impl PieceSource, id: &PieceId) -> Result<Vec<Entry>, Fault> {
     let mut bytes = Vec::new();
-    match pieces::get_into(table, id, &mut bytes, pieces::MAX_PIECE_LEN)? {
-        None => Err(Fault::Corrupt("chunk-tree node missing".into())),
-        Some(Err(e)) => Err(Fault::Corrupt(format!("chunk-tree node: {e}"))),
-        Some(Ok(())) => {
-            format::from_bytes(&bytes).map_err(|e| Fault::Corrupt(format!("chunk-tree node: {e}")))
-        }
-    }
+    pieces.read_into(id, &mut bytes, MAX_PIECE_LEN)?;
+    format::from_bytes(&bytes).map_err(|e| Fault::Corrupt(format!("chunk-tree node: {e}")))
 }
 
 /// The leaves (chunks) below a node, in order.
 pub(crate) fn leaves(
-    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    pieces: &impl PieceSource,
     root: &PieceId,
     height: u8,
 ) -> Result<Vec<Entry>, Fault> {
@@ -131,7 +122,7 @@ pub(crate) fn leaves(
     for _ in 0..height {
         let mut next = Vec::new();
         for entry in &level {
-            next.extend(read_node(table, &entry.piece)?);
+            next.extend(read_node(pieces, &entry.piece)?);
         }
         level = next;
     }

@@ -3,35 +3,49 @@
 use redb::ReadableTable;
 
 use super::chunking::{self, Entry};
-use super::{delta, hash, pieces, ContentId, ContentRecord, ContentRef, Fault, Repr};
+use super::pieces::{PieceReader, PieceSource, MAX_PIECE_LEN};
+use super::{delta, hash, ContentId, ContentRecord, ContentRef, Fault, Repr};
 use crate::format;
 
 /// The most `Append`/`Patch` links a read follows. The encoder keeps chains
 /// far shorter; a longer chain in a file means corruption (or a cycle).
 const MAX_LINKS: usize = 4096;
 
-/// A `content` or `pieces` table of a read or write transaction. `Sync` so
-/// large files can be read by several threads.
+/// A table keyed by a blake3 id (`content`, `pieces`) of a read or write
+/// transaction. `Sync` so large files can be read by several threads.
 pub(crate) trait ContentTable:
     ReadableTable<&'static [u8; 32], &'static [u8]> + Sync
 {
 }
 impl<T: ReadableTable<&'static [u8; 32], &'static [u8]> + Sync> ContentTable for T {}
 
-/// Read access to the `content` and `pieces` tables of one transaction.
-pub struct ContentReader<C, P> {
-    pub(crate) content: C,
-    pub(crate) pieces: P,
+/// The `packs` table of a read or write transaction.
+pub(crate) trait PackTable: ReadableTable<u64, &'static [u8]> + Sync {}
+impl<T: ReadableTable<u64, &'static [u8]> + Sync> PackTable for T {}
+
+/// Read access to the `content`, `pieces` and `packs` tables of one
+/// transaction.
+pub(crate) struct ContentReader<C, I, P> {
+    pub content: C,
+    pub index: I,
+    pub packs: P,
 }
 
-impl<C: ContentTable, P: ContentTable> ContentReader<C, P> {
+impl<C: ContentTable, I: ContentTable, P: PackTable> ContentReader<C, I, P> {
     pub(crate) fn record(&self, id: &ContentId) -> Result<Option<ContentRecord>, Fault> {
         record(&self.content, id)
     }
 
     /// The bytes of a version, checked against its blake3.
     pub(crate) fn read(&self, cref: &ContentRef) -> Result<Vec<u8>, Fault> {
-        read(&self.content, &self.pieces, cref)
+        read(&self.content, &self.pieces(), cref)
+    }
+
+    pub(crate) fn pieces(&self) -> PieceReader<'_, I, P> {
+        PieceReader {
+            index: &self.index,
+            packs: &self.packs,
+        }
     }
 }
 
@@ -53,7 +67,7 @@ fn require(content: &impl ContentTable, id: &ContentId) -> Result<ContentRecord,
 
 pub(crate) fn read(
     content: &impl ContentTable,
-    pieces: &impl ContentTable,
+    pieces: &impl PieceSource,
     cref: &ContentRef,
 ) -> Result<Vec<u8>, Fault> {
     // Walk down to a self-contained representation, then apply the links
@@ -94,7 +108,7 @@ pub(crate) fn read(
                 bytes
             }
             Repr::Patch { engine, patch, .. } => {
-                let patch = read_piece(pieces, &patch, pieces::MAX_PIECE_LEN)?;
+                let patch = read_piece(pieces, &patch, MAX_PIECE_LEN)?;
                 delta::apply(engine, &bytes, &patch, link.size).map_err(Fault::Corrupt)?
             }
             Repr::Whole { .. } | Repr::Chunked { .. } => unreachable!("only links are pushed"),
@@ -113,7 +127,7 @@ pub(crate) fn read(
 /// decoding (used to re-base long append chains without copying data).
 pub(crate) fn leaves(
     content: &impl ContentTable,
-    pieces: &impl ContentTable,
+    pieces: &impl PieceSource,
     id: &ContentId,
 ) -> Result<Option<Vec<Entry>>, Fault> {
     let mut tails = Vec::new();
@@ -146,33 +160,20 @@ pub(crate) fn leaves(
 }
 
 fn read_piece(
-    pieces: &impl ContentTable,
+    pieces: &impl PieceSource,
     id: &super::PieceId,
     limit: u64,
 ) -> Result<Vec<u8>, Fault> {
     let mut out = Vec::new();
-    read_piece_into(pieces, id, limit, &mut out)?;
+    pieces.read_into(id, &mut out, limit)?;
     Ok(out)
-}
-
-fn read_piece_into(
-    pieces: &impl ContentTable,
-    id: &super::PieceId,
-    limit: u64,
-    out: &mut Vec<u8>,
-) -> Result<(), Fault> {
-    match pieces::get_into(pieces, id, out, limit)? {
-        None => Err(Fault::Corrupt(format!("piece {id:?} is not stored"))),
-        Some(Err(e)) => Err(Fault::Corrupt(format!("piece {id:?}: {e}"))),
-        Some(Ok(())) => Ok(()),
-    }
 }
 
 /// Chunked files this large are read by several threads at once: each
 /// chunk is a random b-tree lookup, and lookups, not copying, dominate.
 const PARALLEL_READ_FROM: u64 = 8 << 20;
 
-fn read_leaves(pieces: &impl ContentTable, leaves: &[Entry], size: u64) -> Result<Vec<u8>, Fault> {
+fn read_leaves(pieces: &impl PieceSource, leaves: &[Entry], size: u64) -> Result<Vec<u8>, Fault> {
     let total: u64 = leaves.iter().map(|e| e.len).sum();
     if total != size {
         return Err(Fault::Corrupt(format!(
@@ -209,7 +210,7 @@ fn read_leaves(pieces: &impl ContentTable, leaves: &[Entry], size: u64) -> Resul
     let run = |(leaves, mut out): (&[Entry], &mut [u8])| -> Result<(), Fault> {
         for leaf in leaves {
             let (part, tail) = out.split_at_mut(leaf.len as usize);
-            read_piece_exact(pieces, &leaf.piece, part)?;
+            pieces.read_exact(&leaf.piece, part)?;
             out = tail;
         }
         Ok(())
@@ -229,16 +230,4 @@ fn read_leaves(pieces: &impl ContentTable, leaves: &[Entry], size: u64) -> Resul
         })?;
     }
     Ok(out)
-}
-
-fn read_piece_exact(
-    pieces: &impl ContentTable,
-    id: &super::PieceId,
-    out: &mut [u8],
-) -> Result<(), Fault> {
-    match pieces.get(&id.0)? {
-        None => Err(Fault::Corrupt(format!("piece {id:?} is not stored"))),
-        Some(stored) => pieces::decode_exact(stored.value(), out)
-            .map_err(|e| Fault::Corrupt(format!("piece {id:?}: {e}"))),
-    }
 }

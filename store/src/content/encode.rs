@@ -1,12 +1,17 @@
 //! Choosing and writing the representation of a new version.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
 use super::chunking;
 use super::decode::{self};
-use super::pieces::{self, PieceTable};
-use super::{content_id, delta, hash, ContentRecord, ContentRef, Fault, PatchEngine, Repr};
+use super::pieces::{self, PieceWriter};
+use super::{
+    content_id, delta, hash, ContentId, ContentRecord, ContentRef, Fault, PatchEngine, Repr,
+};
 use crate::format;
 
 /// Which representations the encoder may use, and the bounds that keep reads
@@ -41,7 +46,9 @@ impl Default for EncodingPolicy {
         EncodingPolicy {
             append: true,
             chunked_from: 64 * 1024,
-            patch_engines: vec![PatchEngine::ZstdPrefix, PatchEngine::Bsdiff],
+            // bsdiff never beat zstd in the benchmark (docs/recording-format.md)
+            // and costs ~20× the CPU, so it is opt-in.
+            patch_engines: vec![PatchEngine::ZstdPrefix],
             patch_up_to: 64 * 1024,
             max_append_chain: 1024,
             max_patch_chain: 256,
@@ -81,13 +88,47 @@ pub struct EncodingStats {
     pub chunked: u64,
 }
 
-/// Write access to the `content` and `pieces` tables of one transaction.
-pub(crate) struct ContentWriter<'t> {
+/// Write access to the content tables of one transaction.
+pub(crate) struct ContentWriter<'t, 'p> {
     pub content: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub pieces: PieceTable<'t>,
+    pub pieces: PieceWriter<'t, 'p>,
+    pub recent: &'p mut RecentContent,
 }
 
-impl ContentWriter<'_> {
+/// The bytes of recently stored small versions. Patching against a path's
+/// previous version would otherwise rebuild that version's whole patch
+/// chain for every new version (measured: 1 ms per 4 KiB config edit).
+#[derive(Debug, Default)]
+pub(crate) struct RecentContent {
+    bytes: HashMap<ContentId, Vec<u8>>,
+    order: VecDeque<ContentId>,
+    total: usize,
+}
+
+impl RecentContent {
+    const LIMIT: usize = 8 << 20;
+
+    fn get(&self, id: &ContentId) -> Option<&[u8]> {
+        self.bytes.get(id).map(Vec::as_slice)
+    }
+
+    fn insert(&mut self, id: ContentId, data: &[u8]) {
+        if self.bytes.contains_key(&id) {
+            return;
+        }
+        self.bytes.insert(id, data.to_vec());
+        self.order.push_back(id);
+        self.total += data.len();
+        while self.total > Self::LIMIT {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.total -= self.bytes.remove(&old).map_or(0, |b| b.len());
+        }
+    }
+}
+
+impl ContentWriter<'_, '_> {
     /// Stores `data` as a version following `prev` (the path's previous
     /// content, if known) and returns its reference.
     pub(crate) fn store(
@@ -112,6 +153,9 @@ impl ContentWriter<'_> {
         written += record_bytes.len() as u64;
         self.content.insert(&cref.id.0, record_bytes.as_slice())?;
         stats.bytes_stored += written;
+        if cref.size <= policy.patch_up_to {
+            self.recent.insert(cref.id, data);
+        }
         Ok(cref)
     }
 
@@ -139,7 +183,7 @@ impl ContentWriter<'_> {
                 let tail = &data[p.size as usize..];
                 if base.chain < policy.max_append_chain && (tail.len() as u64) < policy.chunked_from
                 {
-                    let (tail, new) = pieces::put(&mut self.pieces, tail)?;
+                    let (tail, new) = self.pieces.put(tail)?;
                     *written += new;
                     stats.appends += 1;
                     return Ok(ContentRecord {
@@ -150,7 +194,9 @@ impl ContentWriter<'_> {
                 }
                 // Chain too long or tail too big: a self-contained chunk
                 // list that re-uses every stored piece of the base.
-                if let Some(mut leaves) = decode::leaves(&self.content, &self.pieces, &p.id)? {
+                self.pieces.flush()?;
+                let leaves = decode::leaves(&self.content, &self.pieces.reader(), &p.id)?;
+                if let Some(mut leaves) = leaves {
                     leaves.extend(chunking::store_chunks(&mut self.pieces, tail, written)?);
                     return self.chunked_record(size, leaves, stats, written);
                 }
@@ -162,7 +208,7 @@ impl ContentWriter<'_> {
             return self.chunked_record(size, leaves, stats, written);
         }
 
-        let whole = pieces::encode(data);
+        let (codec, whole) = pieces::encode(data);
         if let Some((p, base)) = &prev {
             let read_work = (u64::from(base.chain) + 1) * size.max(p.size);
             let patchable = base.chain < policy.max_patch_chain
@@ -172,19 +218,26 @@ impl ContentWriter<'_> {
                 && !policy.patch_engines.is_empty();
             if patchable {
                 // A corrupt base just means we store this version whole.
-                if let Ok(base_bytes) = decode::read(&self.content, &self.pieces, p) {
+                let base_bytes = match self.recent.get(&p.id) {
+                    Some(bytes) => Ok(Cow::Borrowed(bytes)),
+                    None => {
+                        self.pieces.flush()?;
+                        decode::read(&self.content, &self.pieces.reader(), p).map(Cow::Owned)
+                    }
+                };
+                if let Ok(base_bytes) = base_bytes {
                     let mut best: Option<(PatchEngine, Vec<u8>)> = None;
                     for &engine in &policy.patch_engines {
                         let Ok(patch) = delta::diff(engine, &base_bytes, data) else {
                             continue;
                         };
                         let beats_best = best.as_ref().is_none_or(|(_, b)| patch.len() < b.len());
-                        if patch.len() + 1 < whole.len() && beats_best {
+                        if patch.len() < whole.len() && beats_best {
                             best = Some((engine, patch));
                         }
                     }
                     if let Some((engine, patch)) = best {
-                        let (patch, new) = pieces::put(&mut self.pieces, &patch)?;
+                        let (patch, new) = self.pieces.put(&patch)?;
                         *written += new;
                         match engine {
                             PatchEngine::ZstdPrefix => stats.patches_zstd += 1,
@@ -205,8 +258,8 @@ impl ContentWriter<'_> {
         }
 
         let piece = super::PieceId(hash(data));
-        if self.pieces.get(&piece.0)?.is_none() {
-            self.pieces.insert(&piece.0, whole.as_slice())?;
+        if !self.pieces.contains(&piece)? {
+            self.pieces.put_encoded(piece, codec, &whole)?;
             *written += whole.len() as u64;
         }
         stats.whole += 1;

@@ -21,10 +21,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::ContentReader;
-pub(crate) use encode::ContentWriter;
+pub(crate) use decode::ContentReader;
+pub(crate) use encode::{ContentWriter, RecentContent};
 pub use encode::{EncodingPolicy, EncodingStats};
-pub(crate) use pieces::verify_piece;
+pub(crate) use pieces::{OpenPack, PieceWriter};
 
 /// blake3 of a file's full content.
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -84,6 +84,15 @@ pub enum PatchEngine {
 pub(crate) enum Fault {
     Storage(redb::StorageError),
     Corrupt(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Storage(e) => write!(f, "storage error: {e}"),
+            Fault::Corrupt(detail) => f.write_str(detail),
+        }
+    }
 }
 
 impl From<redb::StorageError> for Fault {

@@ -1,37 +1,120 @@
-//! The piece table: byte strings stored once by their blake3.
+//! Pieces: byte strings stored once by their blake3, packed together.
+//!
+//! redb gives a value that does not fit a page a run of pages rounded up to
+//! a power of two, so storing each few-KiB piece as its own value wasted
+//! about half the file. Pieces are therefore appended to *packs* of up to
+//! `PACK_TARGET` bytes (just under a power of two), and the `pieces` table
+//! maps a piece id to its place in a pack. The pack being filled lives in
+//! memory and is written (rewritten, while it grows) before every commit.
 
 use redb::{ReadableTable, Table};
+use serde::{Deserialize, Serialize};
 
-use super::{hash, PieceId};
-use crate::format::Codec;
+use super::{hash, Fault, PieceId};
+use crate::format::{self, Codec};
 
 /// Pieces shorter than this are never worth a zstd frame header.
 const COMPRESS_FROM: usize = 64;
 const ZSTD_LEVEL: i32 = 3;
-/// No piece is larger than the largest file the recorder accepts in one
-/// piece; `verify` uses it as the decode bound when no content size applies.
+/// 128 KiB less room for redb's page header and the key, so a full pack
+/// occupies exactly 32 pages. A larger piece gets a pack of its own.
+pub(crate) const PACK_TARGET: usize = (128 << 10) - 512;
+/// The most bytes any single piece may decode to; the bound for reads that
+/// have no content size to check against.
 pub(crate) const MAX_PIECE_LEN: u64 = 1 << 32;
 
-pub(crate) type PieceTable<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
-
-/// Stores `data` unless an identical piece exists; returns its id and the
-/// number of bytes newly written (0 when deduplicated).
-pub(crate) fn put(
-    table: &mut PieceTable<'_>,
-    data: &[u8],
-) -> Result<(PieceId, u64), redb::StorageError> {
-    let id = PieceId(hash(data));
-    if table.get(&id.0)?.is_some() {
-        return Ok((id, 0));
-    }
-    let stored = encode(data);
-    table.insert(&id.0, stored.as_slice())?;
-    Ok((id, stored.len() as u64))
+/// Where a piece's stored bytes are: `len` bytes at `offset` in pack `pack`,
+/// encoded with `codec`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PieceLoc {
+    pub pack: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub codec: u8,
 }
 
-/// The bytes a piece occupies on disk: `codec ‖ payload`, compressed only
-/// when that is smaller.
-pub(crate) fn encode(data: &[u8]) -> Vec<u8> {
+/// The pack being filled by a recorder.
+#[derive(Debug, Default)]
+pub(crate) struct OpenPack {
+    pub id: u64,
+    pub bytes: Vec<u8>,
+    /// Holds pieces not yet written to the `packs` table.
+    pub dirty: bool,
+}
+
+pub(crate) type IndexTable<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
+pub(crate) type PackTable<'t> = Table<'t, u64, &'static [u8]>;
+
+/// Write access to the pieces of one transaction.
+pub(crate) struct PieceWriter<'t, 'p> {
+    pub index: IndexTable<'t>,
+    pub packs: PackTable<'t>,
+    pub open: &'p mut OpenPack,
+}
+
+impl PieceWriter<'_, '_> {
+    /// Stores `data` unless an identical piece exists; returns its id and
+    /// the number of bytes newly stored (0 when deduplicated).
+    pub(crate) fn put(&mut self, data: &[u8]) -> Result<(PieceId, u64), redb::StorageError> {
+        let id = PieceId(hash(data));
+        if self.index.get(&id.0)?.is_some() {
+            return Ok((id, 0));
+        }
+        let (codec, payload) = encode(data);
+        self.put_encoded(id, codec, &payload)?;
+        Ok((id, payload.len() as u64))
+    }
+
+    /// Stores already-encoded bytes under `id` (which must be new).
+    pub(crate) fn put_encoded(
+        &mut self,
+        id: PieceId,
+        codec: Codec,
+        payload: &[u8],
+    ) -> Result<(), redb::StorageError> {
+        if !self.open.bytes.is_empty() && self.open.bytes.len() + payload.len() > PACK_TARGET {
+            self.flush()?;
+            self.open.id += 1;
+            self.open.bytes.clear();
+        }
+        let loc = PieceLoc {
+            pack: self.open.id,
+            offset: self.open.bytes.len() as u32,
+            len: payload.len() as u32,
+            codec: codec as u8,
+        };
+        self.open.bytes.extend_from_slice(payload);
+        self.open.dirty = true;
+        self.index
+            .insert(&id.0, format::to_bytes(&loc).as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn contains(&self, id: &PieceId) -> Result<bool, redb::StorageError> {
+        Ok(self.index.get(&id.0)?.is_some())
+    }
+
+    /// Writes the open pack so reads (and the commit) see its pieces.
+    pub(crate) fn flush(&mut self) -> Result<(), redb::StorageError> {
+        if self.open.dirty {
+            self.packs
+                .insert(self.open.id, self.open.bytes.as_slice())?;
+            self.open.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Read access to everything written so far (call `flush` first).
+    pub(crate) fn reader(&self) -> PieceReader<'_, IndexTable<'_>, PackTable<'_>> {
+        PieceReader {
+            index: &self.index,
+            packs: &self.packs,
+        }
+    }
+}
+
+/// The codec and payload a piece is stored as: zstd only when smaller.
+pub(crate) fn encode(data: &[u8]) -> (Codec, Vec<u8>) {
     thread_local! {
         // Creating a zstd context per piece cost more than compressing it.
         static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
@@ -40,90 +123,121 @@ pub(crate) fn encode(data: &[u8]) -> Vec<u8> {
     if data.len() >= COMPRESS_FROM {
         let compressed =
             COMPRESSOR.with_borrow_mut(|c| c.as_mut().and_then(|c| c.compress(data).ok()));
-        if let Some(compressed) = compressed {
-            if compressed.len() < data.len() {
-                let mut out = Vec::with_capacity(compressed.len() + 1);
-                out.push(Codec::Zstd as u8);
-                out.extend_from_slice(&compressed);
-                return out;
-            }
+        if let Some(compressed) = compressed.filter(|c| c.len() < data.len()) {
+            return (Codec::Zstd, compressed);
         }
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(Codec::Raw as u8);
-    out.extend_from_slice(data);
-    out
+    (Codec::Raw, data.to_vec())
 }
 
-/// Decodes a stored piece, appending its bytes to `out`. At most `limit`
-/// bytes are produced: the caller knows how long the content must be, and a
-/// corrupt or crafted frame must not be able to exhaust memory.
-pub(crate) fn decode_into(stored: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<(), String> {
+/// Read access to pieces: the index and the packs of one transaction.
+pub(crate) struct PieceReader<'a, I, P> {
+    pub index: &'a I,
+    pub packs: &'a P,
+}
+
+impl<I, P> PieceReader<'_, I, P>
+where
+    I: ReadableTable<&'static [u8; 32], &'static [u8]> + Sync,
+    P: ReadableTable<u64, &'static [u8]> + Sync,
+{
+    pub(crate) fn locate(&self, id: &PieceId) -> Result<PieceLoc, Fault> {
+        let loc = self
+            .index
+            .get(&id.0)?
+            .ok_or_else(|| Fault::Corrupt(format!("piece {id:?} is not stored")))?;
+        format::from_bytes(loc.value()).map_err(|e| Fault::Corrupt(format!("piece {id:?}: {e}")))
+    }
+
+    /// Runs `f` on a piece's codec and stored payload.
+    fn with_payload<T>(
+        &self,
+        id: &PieceId,
+        f: impl FnOnce(Codec, &[u8]) -> Result<T, String>,
+    ) -> Result<T, Fault> {
+        let loc = self.locate(id)?;
+        let corrupt = |e: String| Fault::Corrupt(format!("piece {id:?}: {e}"));
+        let pack = self
+            .packs
+            .get(loc.pack)?
+            .ok_or_else(|| corrupt(format!("pack {} is not stored", loc.pack)))?;
+        let start = loc.offset as usize;
+        let payload = pack
+            .value()
+            .get(start..start + loc.len as usize)
+            .ok_or_else(|| corrupt(format!("outside pack {}", loc.pack)))?;
+        let codec = Codec::from_byte(loc.codec)
+            .ok_or_else(|| corrupt(format!("unknown codec {}", loc.codec)))?;
+        f(codec, payload).map_err(corrupt)
+    }
+
+    /// Re-hashes a piece against its id.
+    pub(crate) fn verify(&self, id: &PieceId) -> Result<(), Fault> {
+        let mut data = Vec::new();
+        self.read_into(id, &mut data, MAX_PIECE_LEN)?;
+        if hash(&data) != id.0 {
+            return Err(Fault::Corrupt(format!("piece {id:?}: blake3 mismatch")));
+        }
+        Ok(())
+    }
+}
+
+/// Reading pieces, whichever transaction they come from.
+pub(crate) trait PieceSource: Sync {
+    /// Appends a piece's bytes to `out`, producing at most `limit` bytes.
+    fn read_into(&self, id: &PieceId, out: &mut Vec<u8>, limit: u64) -> Result<(), Fault>;
+    /// Fills `out`, which must be exactly the piece's length.
+    fn read_exact(&self, id: &PieceId, out: &mut [u8]) -> Result<(), Fault>;
+}
+
+impl<I, P> PieceSource for PieceReader<'_, I, P>
+where
+    I: ReadableTable<&'static [u8; 32], &'static [u8]> + Sync,
+    P: ReadableTable<u64, &'static [u8]> + Sync,
+{
+    fn read_into(&self, id: &PieceId, out: &mut Vec<u8>, limit: u64) -> Result<(), Fault> {
+        self.with_payload(id, |codec, payload| decode_into(codec, payload, out, limit))
+    }
+
+    fn read_exact(&self, id: &PieceId, out: &mut [u8]) -> Result<(), Fault> {
+        self.with_payload(id, |codec, payload| decode_exact(codec, payload, out))
+    }
+}
+
+/// Decodes a payload, appending to `out`. A corrupt or crafted frame cannot
+/// produce more than `limit` bytes, so it cannot exhaust memory.
+fn decode_into(codec: Codec, payload: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<(), String> {
     use std::io::Read;
-    let (&codec, payload) = stored.split_first().ok_or("empty piece record")?;
-    let produced = match Codec::from_byte(codec) {
-        Some(Codec::Raw) => {
-            if payload.len() as u64 > limit {
-                return Err("piece is longer than its content".into());
-            }
+    let produced = match codec {
+        Codec::Raw => {
             out.extend_from_slice(payload);
             payload.len() as u64
         }
-        Some(Codec::Zstd) => {
-            let decoder = zstd::stream::read::Decoder::new(payload)
-                .map_err(|e| format!("zstd decoder: {e}"))?;
+        Codec::Zstd => {
+            let decoder =
+                zstd::stream::read::Decoder::new(payload).map_err(|e| format!("zstd: {e}"))?;
             let mut bounded = decoder.take(limit.saturating_add(1));
-            let n = std::io::copy(&mut bounded, out).map_err(|e| format!("zstd: {e}"))?;
-            if n > limit {
-                return Err("piece is longer than its content".into());
-            }
-            n
+            std::io::copy(&mut bounded, out).map_err(|e| format!("zstd: {e}"))?
         }
-        None => return Err(format!("unknown piece codec {codec}")),
     };
-    debug_assert!(produced <= limit);
+    if produced > limit {
+        return Err("piece is longer than its content".into());
+    }
     Ok(())
 }
 
-/// Decodes a stored piece into `out`, which must be exactly its length.
-pub(crate) fn decode_exact(stored: &[u8], out: &mut [u8]) -> Result<(), String> {
-    let (&codec, payload) = stored.split_first().ok_or("empty piece record")?;
-    match Codec::from_byte(codec) {
-        Some(Codec::Raw) if payload.len() == out.len() => out.copy_from_slice(payload),
-        Some(Codec::Raw) => return Err("piece has the wrong length".into()),
-        Some(Codec::Zstd) => {
-            // The output buffer bounds decompression: a crafted frame cannot
-            // make it allocate.
+fn decode_exact(codec: Codec, payload: &[u8], out: &mut [u8]) -> Result<(), String> {
+    match codec {
+        Codec::Raw if payload.len() == out.len() => out.copy_from_slice(payload),
+        Codec::Raw => return Err("piece has the wrong length".into()),
+        Codec::Zstd => {
+            // The output buffer bounds decompression.
             let n =
                 zstd::bulk::decompress_to_buffer(payload, out).map_err(|e| format!("zstd: {e}"))?;
             if n != out.len() {
                 return Err("piece has the wrong length".into());
             }
         }
-        None => return Err(format!("unknown piece codec {codec}")),
     }
     Ok(())
-}
-
-/// Re-hashes a stored piece against its key.
-pub(crate) fn verify_piece(key: &[u8; 32], stored: &[u8]) -> Result<(), String> {
-    let mut data = Vec::new();
-    decode_into(stored, &mut data, MAX_PIECE_LEN)?;
-    if hash(&data) != *key {
-        return Err("blake3 mismatch".into());
-    }
-    Ok(())
-}
-
-/// Reads and decodes one piece; `Ok(None)` if it is not stored.
-pub(crate) fn get_into(
-    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    id: &PieceId,
-    out: &mut Vec<u8>,
-    limit: u64,
-) -> Result<Option<Result<(), String>>, redb::StorageError> {
-    match table.get(&id.0)? {
-        None => Ok(None),
-        Some(stored) => Ok(Some(decode_into(stored.value(), out, limit))),
-    }
 }
