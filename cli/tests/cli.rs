@@ -1,0 +1,268 @@
+//! The `diffkeeper` binary against real recordings on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use diffkeeper_store::{Actor, Op, RecPath, Recorder, RecorderOptions, RecordingMeta, Subject};
+
+const BASE: u64 = 5_000_000_000;
+
+fn ms(n: u64) -> u64 {
+    BASE + n * 1_000_000
+}
+
+fn meta(id: &str, ns: &str) -> RecordingMeta {
+    RecordingMeta {
+        subject: Subject {
+            kind: "container".into(),
+            id: id.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        },
+        started_unix_ns: 1_763_000_000_000_000_000,
+        mono_base_ns: BASE,
+        ..Default::default()
+    }
+}
+
+/// `<root>/<ns>/<id>/<name>.redb` with a small scripted history.
+fn recording(root: &Path, ns: &str, id: &str, name: &str) -> PathBuf {
+    let dir = root.join(ns).join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.redb"));
+    let mut rec = Recorder::create(&file, &meta(id, ns), RecorderOptions::default()).unwrap();
+    let sh = Actor::Process {
+        pid: 42,
+        tid: 42,
+        comm: "sh".into(),
+    };
+    let write = |rec: &mut Recorder, t, path: &str, data: &[u8]| {
+        let path = RecPath::new(path).unwrap();
+        let content = rec.store_content(&path, data).unwrap();
+        rec.record(ms(t), sh.clone(), Op::Write { path, content })
+            .unwrap();
+    };
+    write(&mut rec, 100, "/app/status.log", b"starting\n");
+    write(&mut rec, 1100, "/app/status.log", b"starting\nready\n");
+    rec.record_gap(3, ms(1200), ms(1300), "ring buffer full")
+        .unwrap();
+    write(&mut rec, 2100, "/app/config", b"debug=true\n");
+    rec.record(
+        ms(2200),
+        sh.clone(),
+        Op::Unlink {
+            path: RecPath::new("/app/config").unwrap(),
+        },
+    )
+    .unwrap();
+    rec.finish(Some(1)).unwrap();
+    file
+}
+
+fn diffkeeper(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diffkeeper"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn ls_finds_recordings_by_namespace() {
+    let root = tempfile::tempdir().unwrap();
+    recording(root.path(), "default", "web-1", "2026-11-21T10-00-00Z");
+    recording(root.path(), "k8s.io", "db-7f3a", "2026-11-21T11-00-00Z");
+    let out = diffkeeper(root.path(), &["ls"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("web-1") && text.contains("db-7f3a") && text.contains("exited 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("incomplete"),
+        "the gap makes it incomplete: {text}"
+    );
+
+    let out = diffkeeper(root.path(), &["ls", "--namespace", "k8s.io", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["container"], "db-7f3a");
+    assert_eq!(rows[0]["events"], 5);
+}
+
+#[test]
+fn timeline_shows_pids_paths_and_gaps() {
+    let root = tempfile::tempdir().unwrap();
+    recording(root.path(), "default", "web-1", "a");
+    let out = diffkeeper(root.path(), &["timeline", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].contains("100ms")
+            && lines[0].contains("42 (sh)")
+            && lines[0].contains("/app/status.log")
+    );
+    assert!(
+        lines[2].contains("gap") && lines[2].contains("3 events lost"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        text.contains("# INCOMPLETE: 3 events lost: ring buffer full"),
+        "{text}"
+    );
+
+    let out = diffkeeper(
+        root.path(),
+        &["timeline", "web-1", "--op", "unlink", "--json"],
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["gap", "unlink"], "gaps are always shown");
+
+    let out = diffkeeper(root.path(), &["timeline", "web-1", "--op", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("expected one of: create, write"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn cat_diff_export_verify() {
+    let root = tempfile::tempdir().unwrap();
+    let file = recording(root.path(), "default", "web-1", "a");
+    let file_arg = file.to_str().unwrap();
+
+    let out = diffkeeper(
+        root.path(),
+        &["cat", file_arg, "/app/status.log", "--time", "1s"],
+    );
+    assert_eq!(stdout(&out), "starting\n");
+    let out = diffkeeper(
+        root.path(),
+        &["cat", "web-1", "/app/config", "--time", "latest"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("does not exist at latest"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = diffkeeper(
+        root.path(),
+        &["diff", "web-1", "--from", "1s", "--to", "2150ms"],
+    );
+    assert_eq!(out.status.code(), Some(1), "differences exit 1");
+    let text = stdout(&out);
+    assert!(
+        text.contains("added    /app/config") && text.contains("+ready"),
+        "{text}"
+    );
+    let out = diffkeeper(
+        root.path(),
+        &["diff", "web-1", "--from", "#0", "--to", "#0"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let target = root.path().join("export");
+    let target_arg = target.to_str().unwrap();
+    let out = diffkeeper(
+        root.path(),
+        &["export", "web-1", "--time", "2150ms", "--out", target_arg],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(target.join("app/config")).unwrap(),
+        b"debug=true\n"
+    );
+    assert!(
+        stderr(&out).contains("lost events 1 time(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = diffkeeper(root.path(), &["export", "web-1", "--out", target_arg]);
+    assert_eq!(out.status.code(), Some(3), "refuses a non-empty target");
+
+    let out = diffkeeper(root.path(), &["verify", "web-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // Damage the recording: verify says so with exit code 1.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"starting\n").unwrap();
+    bytes[at] = b'S';
+    std::fs::write(&file, &bytes).unwrap();
+    let out = diffkeeper(root.path(), &["verify", file_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("BAD  version"), "{}", stdout(&out));
+}
+
+#[test]
+fn ambiguous_and_unknown_ids_are_explained() {
+    let root = tempfile::tempdir().unwrap();
+    recording(root.path(), "default", "web-1", "a");
+    recording(root.path(), "default", "web-2", "a");
+    let out = diffkeeper(root.path(), &["timeline", "web"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("matches several containers (default/web-1, default/web-2)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = diffkeeper(root.path(), &["timeline", "nope"]);
+    assert!(
+        stderr(&out).contains("no recording file, directory or container \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn gc_keeps_the_newest_per_container() {
+    let root = tempfile::tempdir().unwrap();
+    let old = recording(root.path(), "default", "web-1", "2026-11-20T00-00-00Z");
+    let new = recording(root.path(), "default", "web-1", "2026-11-21T00-00-00Z");
+    let other = recording(root.path(), "default", "db", "2026-11-19T00-00-00Z");
+    let out = diffkeeper(root.path(), &["gc", "--keep", "1", "--dry-run"]);
+    assert!(stdout(&out).contains("would delete") && old.exists());
+    let out = diffkeeper(root.path(), &["gc", "--keep", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!old.exists() && new.exists() && other.exists());
+    let out = diffkeeper(root.path(), &["gc"]);
+    assert_eq!(out.status.code(), Some(3), "gc without a rule refuses");
+}
+
+#[test]
+fn a_recording_is_readable_while_written() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("live.redb");
+    let mut rec =
+        Recorder::create(&file, &meta("live", "default"), RecorderOptions::default()).unwrap();
+    let path = RecPath::new("/tmp/x").unwrap();
+    let content = rec.store_content(&path, b"1").unwrap();
+    rec.record(ms(1), Actor::Recorder, Op::Write { path, content })
+        .unwrap();
+    rec.flush().unwrap();
+    let out = diffkeeper(root.path(), &["timeline", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/tmp/x"));
+    drop(rec);
+}
