@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::pieces::{PieceSource, PieceWriter, MAX_PIECE_LEN};
+use super::pieces::{PieceLoc, PieceSource, PieceWriter, MAX_PIECE_LEN};
 use super::{Fault, PieceId};
 use crate::format;
 
@@ -30,11 +30,13 @@ const NODE_MAX: usize = 64;
 pub(crate) const MAX_HEIGHT: u8 = 16;
 
 /// One child of a tree node: a chunk (at height 1) or a node (above), with
-/// the number of content bytes below it.
+/// the number of content bytes below it and where the piece is stored (so a
+/// read goes straight to the pack; packs never move).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub piece: PieceId,
     pub len: u64,
+    pub loc: PieceLoc,
 }
 
 /// Splits `data` into chunks, stores them, and returns the chunk list.
@@ -42,15 +44,16 @@ pub(crate) fn store_chunks(
     pieces: &mut PieceWriter<'_, '_>,
     data: &[u8],
     written: &mut u64,
-) -> Result<Vec<Entry>, redb::StorageError> {
+) -> Result<Vec<Entry>, Fault> {
     let mut leaves = Vec::with_capacity(data.len() / CHUNK_AVG as usize + 1);
     for chunk in fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
         let bytes = &data[chunk.offset..chunk.offset + chunk.length];
-        let (piece, new) = pieces.put(bytes)?;
+        let (piece, loc, new) = pieces.put(bytes)?;
         *written += new;
         leaves.push(Entry {
             piece,
             len: chunk.length as u64,
+            loc,
         });
     }
     Ok(leaves)
@@ -61,7 +64,7 @@ pub(crate) fn store_tree(
     pieces: &mut PieceWriter<'_, '_>,
     mut entries: Vec<Entry>,
     written: &mut u64,
-) -> Result<(PieceId, u8), redb::StorageError> {
+) -> Result<(PieceId, u8), Fault> {
     let mut height = 0u8;
     loop {
         height += 1;
@@ -90,12 +93,13 @@ fn store_node(
     pieces: &mut PieceWriter<'_, '_>,
     node: &[Entry],
     written: &mut u64,
-) -> Result<Entry, redb::StorageError> {
-    let (piece, new) = pieces.put(&format::to_bytes(&node))?;
+) -> Result<Entry, Fault> {
+    let (piece, loc, new) = pieces.put(&format::to_bytes(&node))?;
     *written += new;
     Ok(Entry {
         piece,
         len: node.iter().map(|e| e.len).sum(),
+        loc,
     })
 }
 
@@ -115,16 +119,16 @@ pub(crate) fn leaves(
     if height == 0 || height > MAX_HEIGHT {
         return Err(Fault::Corrupt(format!("invalid tree height {height}")));
     }
-    let mut level = vec![Entry {
-        piece: *root,
-        len: 0,
-    }];
-    for _ in 0..height {
-        let mut next = Vec::new();
-        for entry in &level {
-            next.extend(read_node(pieces, &entry.piece)?);
+    let mut nodes = vec![*root];
+    for level in 1..=height {
+        let mut children = Vec::new();
+        for node in &nodes {
+            children.extend(read_node(pieces, node)?);
         }
-        level = next;
+        if level == height {
+            return Ok(children);
+        }
+        nodes = children.iter().map(|e| e.piece).collect();
     }
-    Ok(level)
+    unreachable!("the loop returns at the last level")
 }

@@ -138,6 +138,7 @@ pub(crate) fn leaves(
                 break vec![Entry {
                     piece: *piece,
                     len: current.size,
+                    loc: pieces.locate(piece)?,
                 }]
             }
             Repr::Chunked { root, height } => break chunking::leaves(pieces, root, *height)?,
@@ -147,6 +148,7 @@ pub(crate) fn leaves(
                 tails.push(Entry {
                     piece: *tail,
                     len: current.size.saturating_sub(base.size),
+                    loc: pieces.locate(tail)?,
                 });
                 current = base;
                 if tails.len() > MAX_LINKS {
@@ -207,14 +209,7 @@ fn read_leaves(pieces: &impl PieceSource, leaves: &[Entry], size: u64) -> Result
         rest = tail;
         first = end;
     }
-    let run = |(leaves, mut out): (&[Entry], &mut [u8])| -> Result<(), Fault> {
-        for leaf in leaves {
-            let (part, tail) = out.split_at_mut(leaf.len as usize);
-            pieces.read_exact(&leaf.piece, part)?;
-            out = tail;
-        }
-        Ok(())
-    };
+    let run = |(leaves, out): (&[Entry], &mut [u8])| pieces.read_chunks(leaves, out);
     if jobs.len() == 1 {
         run(jobs.pop().expect("one job"))?;
     } else {

@@ -183,7 +183,7 @@ impl ContentWriter<'_, '_> {
                 let tail = &data[p.size as usize..];
                 if base.chain < policy.max_append_chain && (tail.len() as u64) < policy.chunked_from
                 {
-                    let (tail, new) = self.pieces.put(tail)?;
+                    let (tail, _, new) = self.pieces.put(tail)?;
                     *written += new;
                     stats.appends += 1;
                     return Ok(ContentRecord {
@@ -237,7 +237,7 @@ impl ContentWriter<'_, '_> {
                         }
                     }
                     if let Some((engine, patch)) = best {
-                        let (patch, new) = self.pieces.put(&patch)?;
+                        let (patch, _, new) = self.pieces.put(&patch)?;
                         *written += new;
                         match engine {
                             PatchEngine::ZstdPrefix => stats.patches_zstd += 1,

@@ -10,6 +10,7 @@
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
+use super::chunking::Entry;
 use super::{hash, Fault, PieceId};
 use crate::format::{self, Codec};
 
@@ -55,14 +56,14 @@ pub(crate) struct PieceWriter<'t, 'p> {
 impl PieceWriter<'_, '_> {
     /// Stores `data` unless an identical piece exists; returns its id and
     /// the number of bytes newly stored (0 when deduplicated).
-    pub(crate) fn put(&mut self, data: &[u8]) -> Result<(PieceId, u64), redb::StorageError> {
+    pub(crate) fn put(&mut self, data: &[u8]) -> Result<(PieceId, PieceLoc, u64), Fault> {
         let id = PieceId(hash(data));
-        if self.index.get(&id.0)?.is_some() {
-            return Ok((id, 0));
+        if let Some(loc) = self.reader().find(&id)? {
+            return Ok((id, loc, 0));
         }
         let (codec, payload) = encode(data);
-        self.put_encoded(id, codec, &payload)?;
-        Ok((id, payload.len() as u64))
+        let loc = self.put_encoded(id, codec, &payload)?;
+        Ok((id, loc, payload.len() as u64))
     }
 
     /// Stores already-encoded bytes under `id` (which must be new).
@@ -71,7 +72,7 @@ impl PieceWriter<'_, '_> {
         id: PieceId,
         codec: Codec,
         payload: &[u8],
-    ) -> Result<(), redb::StorageError> {
+    ) -> Result<PieceLoc, redb::StorageError> {
         if !self.open.bytes.is_empty() && self.open.bytes.len() + payload.len() > PACK_TARGET {
             self.flush()?;
             self.open.id += 1;
@@ -87,7 +88,7 @@ impl PieceWriter<'_, '_> {
         self.open.dirty = true;
         self.index
             .insert(&id.0, format::to_bytes(&loc).as_slice())?;
-        Ok(())
+        Ok(loc)
     }
 
     pub(crate) fn contains(&self, id: &PieceId) -> Result<bool, redb::StorageError> {
@@ -141,12 +142,14 @@ where
     I: ReadableTable<&'static [u8; 32], &'static [u8]> + Sync,
     P: ReadableTable<u64, &'static [u8]> + Sync,
 {
-    pub(crate) fn locate(&self, id: &PieceId) -> Result<PieceLoc, Fault> {
-        let loc = self
-            .index
-            .get(&id.0)?
-            .ok_or_else(|| Fault::Corrupt(format!("piece {id:?} is not stored")))?;
-        format::from_bytes(loc.value()).map_err(|e| Fault::Corrupt(format!("piece {id:?}: {e}")))
+    /// Where a piece is stored, if it is.
+    pub(crate) fn find(&self, id: &PieceId) -> Result<Option<PieceLoc>, Fault> {
+        match self.index.get(&id.0)? {
+            None => Ok(None),
+            Some(loc) => format::from_bytes(loc.value())
+                .map(Some)
+                .map_err(|e| Fault::Corrupt(format!("piece {id:?}: {e}"))),
+        }
     }
 
     /// Runs `f` on a piece's codec and stored payload.
@@ -156,19 +159,15 @@ where
         f: impl FnOnce(Codec, &[u8]) -> Result<T, String>,
     ) -> Result<T, Fault> {
         let loc = self.locate(id)?;
-        let corrupt = |e: String| Fault::Corrupt(format!("piece {id:?}: {e}"));
-        let pack = self
-            .packs
-            .get(loc.pack)?
-            .ok_or_else(|| corrupt(format!("pack {} is not stored", loc.pack)))?;
-        let start = loc.offset as usize;
-        let payload = pack
-            .value()
-            .get(start..start + loc.len as usize)
-            .ok_or_else(|| corrupt(format!("outside pack {}", loc.pack)))?;
-        let codec = Codec::from_byte(loc.codec)
-            .ok_or_else(|| corrupt(format!("unknown codec {}", loc.codec)))?;
-        f(codec, payload).map_err(corrupt)
+        let pack = self.pack(id, loc.pack)?;
+        let (codec, payload) = slice(id, &loc, pack.value())?;
+        f(codec, payload).map_err(|e| Fault::Corrupt(format!("piece {id:?}: {e}")))
+    }
+
+    fn pack(&self, id: &PieceId, pack: u64) -> Result<redb::AccessGuard<'_, &'static [u8]>, Fault> {
+        self.packs
+            .get(pack)?
+            .ok_or_else(|| Fault::Corrupt(format!("piece {id:?}: pack {pack} is not stored")))
     }
 
     /// Re-hashes a piece against its id.
@@ -182,12 +181,28 @@ where
     }
 }
 
+/// The codec and payload `loc` names inside a pack's bytes.
+fn slice<'a>(id: &PieceId, loc: &PieceLoc, pack: &'a [u8]) -> Result<(Codec, &'a [u8]), Fault> {
+    let corrupt = |e: String| Fault::Corrupt(format!("piece {id:?}: {e}"));
+    let start = loc.offset as usize;
+    let payload = pack
+        .get(start..start + loc.len as usize)
+        .ok_or_else(|| corrupt(format!("outside pack {}", loc.pack)))?;
+    let codec = Codec::from_byte(loc.codec)
+        .ok_or_else(|| corrupt(format!("unknown codec {}", loc.codec)))?;
+    Ok((codec, payload))
+}
+
 /// Reading pieces, whichever transaction they come from.
 pub(crate) trait PieceSource: Sync {
+    /// Where a piece is stored.
+    fn locate(&self, id: &PieceId) -> Result<PieceLoc, Fault>;
     /// Appends a piece's bytes to `out`, producing at most `limit` bytes.
     fn read_into(&self, id: &PieceId, out: &mut Vec<u8>, limit: u64) -> Result<(), Fault>;
-    /// Fills `out`, which must be exactly the piece's length.
-    fn read_exact(&self, id: &PieceId, out: &mut [u8]) -> Result<(), Fault>;
+    /// Fills `out` with the concatenated bytes of `chunks`, in order; `out`
+    /// must be exactly their total length. Consecutive chunks in one pack
+    /// cost one lookup.
+    fn read_chunks(&self, chunks: &[Entry], out: &mut [u8]) -> Result<(), Fault>;
 }
 
 impl<I, P> PieceSource for PieceReader<'_, I, P>
@@ -195,12 +210,32 @@ where
     I: ReadableTable<&'static [u8; 32], &'static [u8]> + Sync,
     P: ReadableTable<u64, &'static [u8]> + Sync,
 {
+    fn locate(&self, id: &PieceId) -> Result<PieceLoc, Fault> {
+        self.find(id)?
+            .ok_or_else(|| Fault::Corrupt(format!("piece {id:?} is not stored")))
+    }
+
     fn read_into(&self, id: &PieceId, out: &mut Vec<u8>, limit: u64) -> Result<(), Fault> {
         self.with_payload(id, |codec, payload| decode_into(codec, payload, out, limit))
     }
 
-    fn read_exact(&self, id: &PieceId, out: &mut [u8]) -> Result<(), Fault> {
-        self.with_payload(id, |codec, payload| decode_exact(codec, payload, out))
+    fn read_chunks(&self, chunks: &[Entry], mut out: &mut [u8]) -> Result<(), Fault> {
+        let mut current: Option<(u64, redb::AccessGuard<'_, &'static [u8]>)> = None;
+        for chunk in chunks {
+            let (part, rest) = std::mem::take(&mut out).split_at_mut(chunk.len as usize);
+            out = rest;
+            if current
+                .as_ref()
+                .is_none_or(|(pack, _)| *pack != chunk.loc.pack)
+            {
+                current = Some((chunk.loc.pack, self.pack(&chunk.piece, chunk.loc.pack)?));
+            }
+            let (_, pack) = current.as_ref().expect("pack just loaded");
+            let (codec, payload) = slice(&chunk.piece, &chunk.loc, pack.value())?;
+            decode_exact(codec, payload, part)
+                .map_err(|e| Fault::Corrupt(format!("piece {:?}: {e}", chunk.piece)))?;
+        }
+        Ok(())
     }
 }
 
