@@ -111,7 +111,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delete old recordings under --root.
+    /// Delete old recordings under --root (by default as the node config's
+    /// retention says).
     Gc(GcArgs),
 }
 
@@ -131,48 +132,23 @@ pub struct GcArgs {
     #[arg(long)]
     pub keep: Option<usize>,
     /// Delete recordings older than this (e.g. 7d, 12h).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = diffkeeper_runtime_config::parse_duration)]
     pub older_than: Option<std::time::Duration>,
     /// Delete the oldest recordings until all together take at most this
-    /// many bytes (suffixes K, M, G accepted).
-    #[arg(long, value_parser = parse_size)]
+    /// many bytes (e.g. 500Mi, 10Gi).
+    #[arg(long, value_parser = diffkeeper_runtime_config::parse_size)]
     pub max_bytes: Option<u64>,
+    /// With no rule given, apply the retention of this node config file.
+    #[arg(long, default_value = diffkeeper_runtime_config::DEFAULT_CONFIG_PATH)]
+    pub config: std::path::PathBuf,
     /// Show what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; use e.g. 500M or 10G"))?;
-    let factor = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return Err(format!("unknown size unit {unit:?}; use K, M, G or T")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("10g"), Ok(10 << 30));
-        assert_eq!(parse_size("123"), Ok(123));
-        assert!(parse_size("10X").unwrap_err().contains("unknown size unit"));
-    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -246,8 +246,25 @@ fn gc_keeps_the_newest_per_container() {
     let out = diffkeeper(root.path(), &["gc", "--keep", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!old.exists() && new.exists() && other.exists());
-    let out = diffkeeper(root.path(), &["gc"]);
-    assert_eq!(out.status.code(), Some(3), "gc without a rule refuses");
+    let absent = root.path().join("no-config.toml");
+    let out = diffkeeper(root.path(), &["gc", "--config", absent.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "gc without a rule or config refuses"
+    );
+    let config = root.path().join("config.toml");
+    std::fs::write(&config, "[retention]\nkeep = 1\nmax-age = \"0s\"\n").unwrap();
+    let out = diffkeeper(root.path(), &["gc", "--config", config.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("applying the retention in"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !new.exists() && !other.exists(),
+        "max-age 0s deletes everything"
+    );
 }
 
 #[test]

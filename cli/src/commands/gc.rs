@@ -5,17 +5,30 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use diffkeeper_runtime_config::{NodeConfig, Retention};
 
 use crate::args::GcArgs;
 use crate::locate::{self, Found};
 use crate::output::bytes;
 
 pub fn run(root: &Path, args: &GcArgs) -> Result<ExitCode> {
-    if args.keep.is_none() && args.older_than.is_none() && args.max_bytes.is_none() {
-        anyhow::bail!(
-            "say what to delete: --keep N, --older-than DURATION and/or --max-bytes SIZE"
-        );
-    }
+    let rules = if args.keep.is_none() && args.older_than.is_none() && args.max_bytes.is_none() {
+        let node = NodeConfig::load(&args.config)?;
+        let Some(path) = node.path else {
+            anyhow::bail!(
+                "no rule given and no {}: say what to delete with --keep N, --older-than DURATION and/or --max-bytes SIZE",
+                args.config.display()
+            );
+        };
+        println!("applying the retention in {}", path.display());
+        node.config.retention
+    } else {
+        Retention {
+            keep: args.keep,
+            max_age: args.older_than,
+            max_bytes: args.max_bytes,
+        }
+    };
     let now = SystemTime::now();
     let mut all: Vec<(Found, u64, SystemTime)> = Vec::new();
     for found in locate::list(root, None)? {
@@ -24,7 +37,7 @@ pub fn run(root: &Path, args: &GcArgs) -> Result<ExitCode> {
         all.push((found, meta.len(), meta.modified().unwrap_or(now)));
     }
     let mut doomed = vec![false; all.len()];
-    if let Some(keep) = args.keep {
+    if let Some(keep) = rules.keep {
         // `list` sorts by container then start time: keep each group's tail.
         let mut i = 0;
         while i < all.len() {
@@ -40,14 +53,14 @@ pub fn run(root: &Path, args: &GcArgs) -> Result<ExitCode> {
             i = group_end;
         }
     }
-    if let Some(age) = args.older_than {
+    if let Some(age) = rules.max_age {
         for (flag, (_, _, modified)) in doomed.iter_mut().zip(&all) {
             if now.duration_since(*modified).unwrap_or_default() > age {
                 *flag = true;
             }
         }
     }
-    if let Some(max) = args.max_bytes {
+    if let Some(max) = rules.max_bytes {
         let mut by_age: Vec<usize> = (0..all.len()).collect();
         by_age.sort_by_key(|&i| all[i].2);
         let mut kept: u64 = all
