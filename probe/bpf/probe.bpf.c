@@ -1,0 +1,802 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * DiffKeeper's eBPF programs: every successful file change made by a task of a
+ * watched cgroup, as one record in that cgroup's own ring buffer.
+ *
+ * Shape (docs/probe.md has the full design):
+ *   sys_enter_<syscall>  one map lookup (is the task's cgroup watched?); if so,
+ *                        stash the arguments in dk_inflight keyed by thread.
+ *   sys_exit_<syscall>   one map lookup (anything stashed for this thread?);
+ *                        on success tail-call the handler that builds the record.
+ *   dk_handle_*          resolve paths, fill the record, write it to the ring
+ *                        buffer dk_watch[cgroup], count a loss if it is full.
+ *   sched_process_*      exec and whole-process exit of watched tasks.
+ *
+ * Kernel requirements: syscall and sched tracepoints, BTF for CO-RE, ring
+ * buffers as inner maps (5.8), global functions (5.6), bpf_link for
+ * tracepoints so the loader can pin them (5.15). sys_enter_fchmodat2 exists
+ * from 6.6; the loader skips tracepoints the running kernel does not have.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include "dk_event.h"
+#include "dk_path.h"
+#include "dk_syscalls.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Watched cgroups at once, host-wide. */
+#define DK_MAX_WATCHES 4096
+
+/* open(2) flags (include/uapi/asm-generic/fcntl.h) */
+#define DK_O_WRONLY 00000001
+#define DK_O_RDWR 00000002
+#define DK_O_CREAT 00000100
+#define DK_O_TRUNC 00001000
+#define DK_WRITE_INTENT (DK_O_WRONLY | DK_O_RDWR | DK_O_CREAT | DK_O_TRUNC)
+#define DK_AT_REMOVEDIR 0x200
+/* mmap(2) */
+#define DK_PROT_WRITE 0x2
+#define DK_MAP_TYPE 0x0f
+#define DK_MAP_SHARED 0x01
+#define DK_MAP_SHARED_VALIDATE 0x03
+/* inode modes */
+#define DK_S_IFMT 00170000
+#define DK_S_IFREG 0100000
+#define DK_S_IFDIR 0040000
+
+/* Handlers, indexes of dk_handlers. */
+enum dk_handler {
+	DK_H_FD = 0,
+	DK_H_PATH = 1,
+	DK_H_PATH2 = 2,
+};
+
+/* How a handler completes a stashed call (dk_inflight.how). */
+enum dk_how {
+	DK_HOW_FD_FROM_RET = 1 << 0,   /* the fd is the return value (open) */
+	DK_HOW_LEN_FROM_RET = 1 << 1,  /* the length is the return value (writes) */
+	DK_HOW_OFF_FROM_POS = 1 << 2,  /* the offset is f_pos minus the length */
+	DK_HOW_ADDR_FROM_RET = 1 << 3, /* the offset field carries the mmap address */
+	DK_HOW_PATH2_RAW = 1 << 4,     /* path2 is not resolved (symlink target) */
+	DK_HOW_DIRTIES = 1 << 5,       /* marks the fd written, for the close event */
+};
+
+/* A syscall in flight: what its sys_enter saw, for its sys_exit. */
+struct dk_inflight {
+	__u64 path_ptr;
+	__u64 path2_ptr;
+	__u64 op_flags;
+	__u64 offset;
+	__u64 len;
+	__s64 ret;
+	__s32 fd;
+	__s32 dfd;
+	__s32 dfd2;
+	__u32 mode;
+	__u32 uid;
+	__u32 gid;
+	__u32 nr;
+	__u16 op;
+	__u16 handler;
+	__u16 how;
+	__u16 _reserved;
+};
+
+struct dk_dirty_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* One watcher's ring buffer; the size here is only the template's. */
+struct dk_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+};
+
+/* cgroup id -> that watcher's ring buffer. The only lookup unwatched tasks pay on enter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, DK_MAX_WATCHES);
+	__type(key, __u64);
+	__array(values, struct dk_ring);
+} dk_watch SEC(".maps");
+
+/* cgroup id -> loss accounting of that watcher. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DK_MAX_WATCHES);
+	__type(key, __u64);
+	__type(value, struct dk_drops);
+} dk_drops SEC(".maps");
+
+/*
+ * pid_tgid -> stashed arguments. The only lookup unwatched tasks pay on exit.
+ * A plain hash, not LRU: cheaper updates, and a full map is counted as a loss
+ * instead of silently evicting another call. Entries live for one syscall
+ * (sys_exit runs even for a thread killed inside the call).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct dk_inflight);
+} dk_inflight SEC(".maps");
+
+/* (tgid, fd) -> struct file written through it, so close reports only written files. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dk_dirty_key);
+	__type(value, __u64);
+} dk_dirty SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_scratch);
+} dk_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u32);
+} dk_handlers SEC(".maps");
+
+static __always_inline void *watched_ring(__u64 *cgroup_id)
+{
+	*cgroup_id = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&dk_watch, cgroup_id);
+}
+
+static __always_inline struct dk_scratch *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&dk_scratch, &zero);
+}
+
+static __always_inline void begin_event(struct dk_event *ev, __u16 op, __u64 cgroup_id, __u32 nr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	ev->version = DK_EVENT_VERSION;
+	ev->kind = DK_KIND_EVENT;
+	ev->op = op;
+	ev->flags = 0;
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cgroup_id = cgroup_id;
+	ev->pid = id >> 32;
+	ev->tid = (__u32)id;
+	ev->ret = 0;
+	ev->fd = -1;
+	ev->mode = 0;
+	ev->op_flags = 0;
+	ev->offset = 0;
+	ev->len = 0;
+	ev->uid = (__u32)-1;
+	ev->gid = (__u32)-1;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->path_len = 0;
+	ev->path2_len = 0;
+	ev->syscall_nr = nr;
+}
+
+static __always_inline void count_loss(struct dk_drops *drops, __u64 now)
+{
+	if (drops->dropped == drops->reported)
+		drops->first_ns = now;
+	drops->last_ns = now;
+	__sync_fetch_and_add(&drops->dropped, 1);
+}
+
+/*
+ * A wakeup per record costs the writer a cross-CPU wakeup and the reader a
+ * context switch each: at 200k events/s that halved throughput. So records
+ * wake the reader only once 1/16 of the ring is waiting, or for process events
+ * (exec/exit, which recorders act on promptly); the reader also drains on a
+ * short timer (DRAIN_INTERVAL in src/watch.rs).
+ */
+static __always_inline __u64 wakeup(void *ring, __u16 op)
+{
+	if (op == DK_OP_EXEC || op == DK_OP_EXIT)
+		return BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >=
+	    bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * Writes s->ev plus `paths` bytes of s->a. Losses since the last gap record go
+ * first, as a gap record, so the stream says where they happened.
+ */
+static __always_inline void emit(void *ring, struct dk_scratch *s, __u32 paths)
+{
+	__u64 cgroup_id = s->ev.cgroup_id;
+	struct dk_drops *drops = bpf_map_lookup_elem(&dk_drops, &cgroup_id);
+	__u64 now = s->ev.ts_ns;
+
+	if (!drops)
+		return;
+	if (drops->dropped != drops->reported) {
+		__u64 dropped = drops->dropped;
+		struct dk_gap *gap = bpf_ringbuf_reserve(ring, sizeof(*gap), 0);
+
+		if (!gap) {
+			count_loss(drops, now);
+			return;
+		}
+		gap->version = DK_EVENT_VERSION;
+		gap->kind = DK_KIND_GAP;
+		gap->_reserved = 0;
+		gap->dropped_total = dropped;
+		gap->first_ns = drops->first_ns;
+		gap->last_ns = drops->last_ns;
+		gap->cgroup_id = cgroup_id;
+		drops->reported = dropped;
+		bpf_ringbuf_submit(gap, BPF_RB_NO_WAKEUP);
+	}
+	if (paths > 2 * DK_WALK_END)
+		paths = 2 * DK_WALK_END;
+	if (bpf_ringbuf_output(ring, &s->ev, sizeof(s->ev) + (paths & DK_SLOT_MASK),
+			       wakeup(ring, s->ev.op)))
+		count_loss(drops, now);
+}
+
+/* Moves the second path (composed in s->b) right after the first one in s->a. */
+static __always_inline __u32 append_path2(struct dk_scratch *s, __u32 len1, __u32 len2)
+{
+	if (len1 > DK_WALK_END)
+		len1 = DK_WALK_END;
+	if (len2 > DK_WALK_END)
+		len2 = DK_WALK_END;
+	bpf_probe_read_kernel(&s->a[len1 & DK_WALK_MASK], len2 & DK_WALK_MASK, s->b);
+	s->ev.path_len = len1;
+	s->ev.path2_len = len2;
+	return len1 + len2;
+}
+
+static __always_inline bool pseudo_fs(unsigned long magic)
+{
+	switch (magic) {
+	case 0x9fa0:     /* proc */
+	case 0x62656572: /* sysfs */
+	case 0x27e0eb:   /* cgroup */
+	case 0x63677270: /* cgroup2 */
+	case 0x64626720: /* debugfs */
+	case 0x74726163: /* tracefs */
+	case 0x73636673: /* securityfs */
+	case 0xcafe4a11: /* bpf */
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Files whose changes are filesystem state: regular files (and directories for
+ * chmod/chown), not pipes, sockets, devices or kernel pseudo files.
+ */
+static __always_inline bool recordable(struct file *file, __u16 op)
+{
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+
+	if (pseudo_fs(BPF_CORE_READ(file, f_inode, i_sb, s_magic)))
+		return false;
+	if ((mode & DK_S_IFMT) == DK_S_IFREG)
+		return true;
+	return (op == DK_OP_CHMOD || op == DK_OP_CHOWN) && (mode & DK_S_IFMT) == DK_S_IFDIR;
+}
+
+static __always_inline void mark_dirty(__u64 id, int fd, struct file *file)
+{
+	struct dk_dirty_key key = { .tgid = id >> 32, .fd = fd };
+	__u64 value = (__u64)file;
+	__u64 *known = bpf_map_lookup_elem(&dk_dirty, &key);
+
+	if (!known || *known != value)
+		bpf_map_update_elem(&dk_dirty, &key, &value, BPF_ANY);
+}
+
+static __always_inline void copy_common(struct dk_event *ev, struct dk_inflight *in)
+{
+	ev->ret = in->ret;
+	ev->fd = in->fd;
+	ev->mode = in->mode;
+	ev->op_flags = in->op_flags;
+	ev->offset = in->offset;
+	ev->len = in->len;
+	ev->uid = in->uid;
+	ev->gid = in->gid;
+}
+
+/* Operations on an fd: the path is the file's own, walked from its dentry. */
+static __always_inline void handle_fd(struct dk_inflight *in, __u64 id)
+{
+	struct dk_scratch *s = scratch();
+	struct file *file;
+	__u64 cgroup_id;
+	void *ring;
+	__u32 len = 0;
+
+	ring = watched_ring(&cgroup_id);
+	if (!ring || !s)
+		return;
+	begin_event(&s->ev, in->op, cgroup_id, in->nr);
+	copy_common(&s->ev, in);
+	if (in->how & DK_HOW_FD_FROM_RET)
+		s->ev.fd = in->ret;
+	if (in->how & DK_HOW_LEN_FROM_RET)
+		s->ev.len = in->ret;
+	if (in->how & DK_HOW_ADDR_FROM_RET)
+		s->ev.offset = in->ret;
+	if (s->ev.fd >= 0) {
+		file = fd_file(s->ev.fd);
+		if (!file || !recordable(file, in->op))
+			return;
+		if (in->how & DK_HOW_OFF_FROM_POS)
+			s->ev.offset = BPF_CORE_READ(file, f_pos) - s->ev.len;
+		len = file_path(s, s->a, file, &s->ev.flags, DK_F_PATH_TRUNCATED,
+				DK_F_PATH_OUTSIDE_ROOT);
+		s->ev.path_len = len;
+		if (in->how & DK_HOW_DIRTIES)
+			mark_dirty(id, s->ev.fd, file);
+	}
+	emit(ring, s, len);
+}
+
+/* Operations on one path argument (dfd-relative). */
+static __always_inline void handle_path(struct dk_inflight *in)
+{
+	struct dk_scratch *s = scratch();
+	__u64 cgroup_id;
+	void *ring;
+	__u32 len;
+
+	ring = watched_ring(&cgroup_id);
+	if (!ring || !s)
+		return;
+	begin_event(&s->ev, in->op, cgroup_id, in->nr);
+	copy_common(&s->ev, in);
+	len = user_path(s, s->a, in->dfd, (const char *)in->path_ptr, &s->ev.flags,
+			DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT);
+	if (len > DK_WALK_END)
+		len = DK_WALK_END;
+	s->ev.path_len = len;
+	emit(ring, s, len);
+}
+
+/* rename (from, to), link (new, existing), symlink (new, raw target). */
+static __always_inline void handle_path2(struct dk_inflight *in)
+{
+	struct dk_scratch *s = scratch();
+	__u32 len1, len2;
+	__u64 cgroup_id;
+	void *ring;
+
+	ring = watched_ring(&cgroup_id);
+	if (!ring || !s)
+		return;
+	begin_event(&s->ev, in->op, cgroup_id, in->nr);
+	copy_common(&s->ev, in);
+	len1 = user_path(s, s->a, in->dfd, (const char *)in->path_ptr, &s->ev.flags,
+			 DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT);
+	if (in->how & DK_HOW_PATH2_RAW) {
+		long n = bpf_probe_read_user_str(s->b, DK_PATH_MAX, (const char *)in->path2_ptr);
+
+		s->ev.flags |= DK_F_PATH2_RAW;
+		len2 = n > 0 ? n - 1 : 0;
+	} else {
+		len2 = user_path(s, s->b, in->dfd2, (const char *)in->path2_ptr, &s->ev.flags,
+				 DK_F_PATH2_TRUNCATED, DK_F_PATH2_OUTSIDE_ROOT);
+	}
+	emit(ring, s, append_path2(s, len1, len2));
+}
+
+#define DK_HANDLER(name, call)                                            \
+	SEC("tracepoint")                                                 \
+	int dk_handle_##name(void *ctx)                                   \
+	{                                                                 \
+		__u64 id = bpf_get_current_pid_tgid();                    \
+		struct dk_inflight *in = bpf_map_lookup_elem(&dk_inflight, &id); \
+		if (in)                                                   \
+			call;                                             \
+		bpf_map_delete_elem(&dk_inflight, &id);                   \
+		return 0;                                                 \
+	}
+
+DK_HANDLER(fd, handle_fd(in, id))
+DK_HANDLER(path, handle_path(in))
+DK_HANDLER(path2, handle_path2(in))
+
+/* ---- sys_enter: one lookup for unwatched tasks, a stash for watched ones ---- */
+
+static __always_inline bool watched(void)
+{
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+
+	return bpf_map_lookup_elem(&dk_watch, &cgroup_id) != NULL;
+}
+
+static __always_inline int stash(struct dk_inflight *in)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 cgroup_id;
+	struct dk_drops *drops;
+
+	if (!bpf_map_update_elem(&dk_inflight, &id, in, BPF_ANY))
+		return 0;
+	cgroup_id = bpf_get_current_cgroup_id();
+	drops = bpf_map_lookup_elem(&dk_drops, &cgroup_id);
+	if (drops)
+		count_loss(drops, bpf_ktime_get_ns());
+	return 0;
+}
+
+#define ARG(n) ((__u64)ctx->args[n])
+#define DK_ENTER(sys)                                                     \
+	static __always_inline int enter_##sys(struct trace_event_raw_sys_enter *ctx, \
+					       struct dk_inflight *in);      \
+	SEC("tracepoint/syscalls/sys_enter_" #sys)                        \
+	int dk_enter_##sys(struct trace_event_raw_sys_enter *ctx)         \
+	{                                                                 \
+		struct dk_inflight in = {                                 \
+			.fd = -1, .dfd = DK_AT_FDCWD, .dfd2 = DK_AT_FDCWD, \
+			.uid = (__u32)-1, .gid = (__u32)-1, .nr = ctx->id, \
+		};                                                        \
+		if (!watched() || !enter_##sys(ctx, &in))                 \
+			return 0;                                         \
+		return stash(&in);                                        \
+	}                                                                 \
+	static __always_inline int enter_##sys(struct trace_event_raw_sys_enter *ctx, \
+					       struct dk_inflight *in)
+
+/* sys_exit: pairs with the stash; only successful calls become events. */
+static __always_inline int finish(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct dk_inflight *in = bpf_map_lookup_elem(&dk_inflight, &id);
+
+	if (!in)
+		return 0;
+	if (ctx->ret >= 0) {
+		in->ret = ctx->ret;
+		bpf_tail_call(ctx, &dk_handlers, in->handler);
+	}
+	bpf_map_delete_elem(&dk_inflight, &id);
+	return 0;
+}
+
+#define DK_EXIT(sys)                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #sys)                         \
+	int dk_exit_##sys(struct trace_event_raw_sys_exit *ctx)           \
+	{                                                                 \
+		return finish(ctx);                                       \
+	}
+
+static __always_inline int on_fd(struct dk_inflight *in, __u16 op, __u64 fd, __u16 how)
+{
+	in->op = op;
+	in->handler = DK_H_FD;
+	in->fd = fd;
+	in->how = how;
+	return 1;
+}
+
+static __always_inline int on_path(struct dk_inflight *in, __u16 op, __u64 dfd, __u64 path)
+{
+	in->op = op;
+	in->handler = DK_H_PATH;
+	in->dfd = dfd;
+	in->path_ptr = path;
+	return 1;
+}
+
+static __always_inline int on_path2(struct dk_inflight *in, __u16 op, __u64 dfd, __u64 path,
+				    __u64 dfd2, __u64 path2)
+{
+	in->op = op;
+	in->handler = DK_H_PATH2;
+	in->dfd = dfd;
+	in->path_ptr = path;
+	in->dfd2 = dfd2;
+	in->path2_ptr = path2;
+	return 1;
+}
+
+static __always_inline int on_open(struct dk_inflight *in, __u64 flags, __u64 mode)
+{
+	__u16 how = DK_HOW_FD_FROM_RET;
+
+	if (!(flags & DK_WRITE_INTENT))
+		return 0;
+	if (flags & (DK_O_TRUNC | DK_O_CREAT))
+		how |= DK_HOW_DIRTIES;
+	in->op_flags = flags;
+	in->mode = mode;
+	return on_fd(in, DK_OP_OPEN, -1, how);
+}
+
+/* A user-space offset pointer (copy_file_range, splice): NULL means "at f_pos". */
+static __always_inline int on_copy_into(struct dk_inflight *in, __u64 fd_out, __u64 off_out)
+{
+	__u16 how = DK_HOW_LEN_FROM_RET | DK_HOW_DIRTIES;
+
+	if (off_out)
+		bpf_probe_read_user(&in->offset, sizeof(in->offset), (void *)off_out);
+	else
+		how |= DK_HOW_OFF_FROM_POS;
+	return on_fd(in, DK_OP_WRITE, fd_out, how);
+}
+
+#define DK_WRITES (DK_HOW_LEN_FROM_RET | DK_HOW_DIRTIES)
+
+DK_ENTER(open) { return on_open(in, ARG(1), ARG(2)); }
+DK_ENTER(openat) { return on_open(in, ARG(2), ARG(3)); }
+DK_ENTER(openat2)
+{
+	struct open_how how = {};
+
+	bpf_probe_read_user(&how, sizeof(how), (void *)ARG(2));
+	return on_open(in, how.flags, how.mode);
+}
+DK_ENTER(creat) { return on_open(in, DK_O_CREAT | DK_O_WRONLY | DK_O_TRUNC, ARG(1)); }
+
+DK_ENTER(write) { return on_fd(in, DK_OP_WRITE, ARG(0), DK_WRITES | DK_HOW_OFF_FROM_POS); }
+DK_ENTER(writev) { return on_fd(in, DK_OP_WRITE, ARG(0), DK_WRITES | DK_HOW_OFF_FROM_POS); }
+DK_ENTER(pwrite64)
+{
+	in->offset = ARG(3);
+	return on_fd(in, DK_OP_WRITE, ARG(0), DK_WRITES);
+}
+DK_ENTER(pwritev)
+{
+	in->offset = ARG(3);
+	return on_fd(in, DK_OP_WRITE, ARG(0), DK_WRITES);
+}
+DK_ENTER(pwritev2)
+{
+	/* offset -1 means "at and advancing f_pos", like writev */
+	__u16 how = (__s64)ARG(3) == -1 ? DK_WRITES | DK_HOW_OFF_FROM_POS : DK_WRITES;
+
+	in->offset = ARG(3);
+	in->op_flags = ARG(5);
+	return on_fd(in, DK_OP_WRITE, ARG(0), how);
+}
+DK_ENTER(copy_file_range) { return on_copy_into(in, ARG(2), ARG(3)); }
+DK_ENTER(splice)
+{
+	in->op_flags = ARG(5);
+	return on_copy_into(in, ARG(2), ARG(3));
+}
+DK_ENTER(sendfile64) { return on_copy_into(in, ARG(0), 0); }
+
+DK_ENTER(truncate)
+{
+	in->len = ARG(1);
+	return on_path(in, DK_OP_TRUNCATE, DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(ftruncate)
+{
+	in->len = ARG(1);
+	return on_fd(in, DK_OP_TRUNCATE, ARG(0), DK_HOW_DIRTIES);
+}
+DK_ENTER(fallocate)
+{
+	in->op_flags = ARG(1);
+	in->offset = ARG(2);
+	in->len = ARG(3);
+	return on_fd(in, DK_OP_FALLOCATE, ARG(0), DK_HOW_DIRTIES);
+}
+
+DK_ENTER(rename)
+{
+	return on_path2(in, DK_OP_RENAME, DK_AT_FDCWD, ARG(0), DK_AT_FDCWD, ARG(1));
+}
+DK_ENTER(renameat) { return on_path2(in, DK_OP_RENAME, ARG(0), ARG(1), ARG(2), ARG(3)); }
+DK_ENTER(renameat2)
+{
+	in->op_flags = ARG(4);
+	return on_path2(in, DK_OP_RENAME, ARG(0), ARG(1), ARG(2), ARG(3));
+}
+
+DK_ENTER(unlink) { return on_path(in, DK_OP_UNLINK, DK_AT_FDCWD, ARG(0)); }
+DK_ENTER(unlinkat)
+{
+	in->op_flags = ARG(2);
+	return on_path(in, ARG(2) & DK_AT_REMOVEDIR ? DK_OP_RMDIR : DK_OP_UNLINK, ARG(0), ARG(1));
+}
+DK_ENTER(rmdir) { return on_path(in, DK_OP_RMDIR, DK_AT_FDCWD, ARG(0)); }
+DK_ENTER(mkdir)
+{
+	in->mode = ARG(1);
+	return on_path(in, DK_OP_MKDIR, DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(mkdirat)
+{
+	in->mode = ARG(2);
+	return on_path(in, DK_OP_MKDIR, ARG(0), ARG(1));
+}
+
+/* symlink(target, linkpath): path is the new link, path2 the target as given. */
+DK_ENTER(symlink)
+{
+	in->how = DK_HOW_PATH2_RAW;
+	return on_path2(in, DK_OP_SYMLINK, DK_AT_FDCWD, ARG(1), DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(symlinkat)
+{
+	in->how = DK_HOW_PATH2_RAW;
+	return on_path2(in, DK_OP_SYMLINK, ARG(1), ARG(2), DK_AT_FDCWD, ARG(0));
+}
+/* link(existing, new): path is the new name, path2 the existing file. */
+DK_ENTER(link)
+{
+	return on_path2(in, DK_OP_LINK, DK_AT_FDCWD, ARG(1), DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(linkat)
+{
+	in->op_flags = ARG(4);
+	return on_path2(in, DK_OP_LINK, ARG(2), ARG(3), ARG(0), ARG(1));
+}
+
+DK_ENTER(chmod)
+{
+	in->mode = ARG(1);
+	return on_path(in, DK_OP_CHMOD, DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(fchmod)
+{
+	in->mode = ARG(1);
+	return on_fd(in, DK_OP_CHMOD, ARG(0), 0);
+}
+DK_ENTER(fchmodat)
+{
+	in->mode = ARG(2);
+	return on_path(in, DK_OP_CHMOD, ARG(0), ARG(1));
+}
+DK_ENTER(fchmodat2)
+{
+	in->mode = ARG(2);
+	in->op_flags = ARG(3);
+	return on_path(in, DK_OP_CHMOD, ARG(0), ARG(1));
+}
+DK_ENTER(chown)
+{
+	in->uid = ARG(1);
+	in->gid = ARG(2);
+	return on_path(in, DK_OP_CHOWN, DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(lchown)
+{
+	in->uid = ARG(1);
+	in->gid = ARG(2);
+	return on_path(in, DK_OP_CHOWN, DK_AT_FDCWD, ARG(0));
+}
+DK_ENTER(fchown)
+{
+	in->uid = ARG(1);
+	in->gid = ARG(2);
+	return on_fd(in, DK_OP_CHOWN, ARG(0), 0);
+}
+DK_ENTER(fchownat)
+{
+	in->uid = ARG(2);
+	in->gid = ARG(3);
+	in->op_flags = ARG(4);
+	return on_path(in, DK_OP_CHOWN, ARG(0), ARG(1));
+}
+
+DK_ENTER(fsync) { return on_fd(in, DK_OP_FSYNC, ARG(0), 0); }
+DK_ENTER(fdatasync) { return on_fd(in, DK_OP_FSYNC, ARG(0), 0); }
+
+/* Shared writable file mappings: the file may change without a write(2). */
+DK_ENTER(mmap)
+{
+	__u64 type = ARG(3) & DK_MAP_TYPE;
+
+	if (!(ARG(2) & DK_PROT_WRITE) || (type != DK_MAP_SHARED && type != DK_MAP_SHARED_VALIDATE) ||
+	    (__s64)ARG(4) < 0)
+		return 0;
+	in->len = ARG(1);
+	in->mode = ARG(2);
+	in->op_flags = ARG(3);
+	return on_fd(in, DK_OP_MMAP, ARG(4), DK_HOW_ADDR_FROM_RET | DK_HOW_DIRTIES);
+}
+/* msync names an address range, not a file: userspace maps it back via DK_OP_MMAP. */
+DK_ENTER(msync)
+{
+	in->offset = ARG(0);
+	in->len = ARG(1);
+	in->op_flags = ARG(2);
+	return on_fd(in, DK_OP_MSYNC, -1, 0);
+}
+
+/*
+ * close is reported at sys_enter, while the fd still names the file, and only
+ * for an fd this process wrote through (and still the same struct file).
+ */
+SEC("tracepoint/syscalls/sys_enter_close")
+int dk_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct dk_dirty_key key = { .tgid = id >> 32, .fd = ARG(0) };
+	struct dk_inflight in = {
+		.fd = ARG(0), .uid = (__u32)-1, .gid = (__u32)-1, .nr = ctx->id,
+		.op = DK_OP_CLOSE, .handler = DK_H_FD,
+	};
+	__u64 *written;
+
+	if (!watched())
+		return 0;
+	written = bpf_map_lookup_elem(&dk_dirty, &key);
+	if (!written)
+		return 0;
+	if (*written != (__u64)fd_file(key.fd)) {
+		bpf_map_delete_elem(&dk_dirty, &key);
+		return 0;
+	}
+	bpf_map_delete_elem(&dk_dirty, &key);
+	stash(&in);
+	bpf_tail_call(ctx, &dk_handlers, DK_H_FD);
+	bpf_map_delete_elem(&dk_inflight, &id);
+	return 0;
+}
+
+DK_PAIRED_SYSCALLS(DK_EXIT)
+
+/* ---- processes ---- */
+
+/* exec: path is the new executable (resolved), path2 the filename as passed. */
+SEC("tracepoint/sched/sched_process_exec")
+int dk_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	struct dk_scratch *s = scratch();
+	struct file *exe;
+	__u32 len1, len2 = 0;
+	__u64 cgroup_id;
+	void *ring;
+	long n;
+
+	ring = watched_ring(&cgroup_id);
+	if (!ring || !s)
+		return 0;
+	begin_event(&s->ev, DK_OP_EXEC, cgroup_id, (__u32)-1);
+	exe = BPF_CORE_READ(current_task(), mm, exe_file);
+	len1 = exe ? file_path(s, s->a, exe, &s->ev.flags, DK_F_PATH_TRUNCATED,
+			      DK_F_PATH_OUTSIDE_ROOT)
+		   : 0;
+	n = bpf_probe_read_kernel_str(s->b, DK_PATH_MAX,
+				      (void *)ctx + (ctx->__data_loc_filename & 0xFFFF));
+	if (n > 0)
+		len2 = n - 1;
+	s->ev.flags |= DK_F_PATH2_RAW;
+	emit(ring, s, append_path2(s, len1, len2));
+	return 0;
+}
+
+/* exit of a whole thread group (the last thread), with its exit code. */
+SEC("tracepoint/sched/sched_process_exit")
+int dk_sched_exit(void *ctx)
+{
+	struct task_struct *task = current_task();
+	struct dk_scratch *s;
+	__u64 cgroup_id;
+	void *ring;
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	ring = watched_ring(&cgroup_id);
+	s = scratch();
+	if (!ring || !s)
+		return 0;
+	begin_event(&s->ev, DK_OP_EXIT, cgroup_id, (__u32)-1);
+	s->ev.ret = BPF_CORE_READ(task, exit_code);
+	emit(ring, s, 0);
+	return 0;
+}

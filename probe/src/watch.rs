@@ -1,0 +1,254 @@
+//! One cgroup's event stream: its own ring buffer, routed to by the shared
+//! programs through `dk_watch`, and the loss accounting that turns kernel drop
+//! counters into [`Gap`] records.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::maps::{Map, MapData, MapError, RingBuf};
+use aya::sys::SyscallError;
+use aya_obj::generated::bpf_map_type;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::abi::RawDrops;
+use crate::event::{self, Decoded, Gap, Record};
+use crate::probe::{map_error, Shared, BPF_NOEXIST};
+use crate::Error;
+
+/// The kernel wakes a watcher only for batches and process events (see
+/// `wakeup()` in bpf/probe.bpf.c), and a failed reservation wakes nobody, so
+/// the watcher also drains and checks the drop counter this often.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Receives the records of one cgroup until dropped.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), diffkeeper_probe::Error> {
+/// use diffkeeper_probe::{ChildCgroup, Probe, ProbeConfig, Record};
+/// let probe = Probe::load(ProbeConfig::default())?;
+/// let cgroup = ChildCgroup::create("diffkeeper/job")?;
+/// let mut watch = probe.watch(cgroup.id())?;
+/// while let Some(record) = watch.next().await {
+///     match record {
+///         Record::Event(event) => println!("{:?} {:?}", event.op, event.path),
+///         Record::Gap(gap) => println!("lost {} events", gap.count),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Watch {
+    cgroup_id: u64,
+    ring: AsyncFd<RingBuf<MapData>>,
+    shared: Arc<Shared>,
+    /// Losses already turned into gaps (cumulative, like the kernel's counter).
+    accounted: u64,
+    /// Time of the latest record, to place gaps userspace has to invent.
+    last_ns: u64,
+}
+
+impl Watch {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        cgroup_id: u64,
+        ring_bytes: u32,
+    ) -> Result<Self, Error> {
+        let ring_def = aya_obj::Map::new_from_params(
+            bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+            0,
+            0,
+            ring_bytes,
+            0,
+        );
+        let ring =
+            MapData::create(ring_def, "dk_ring", None).map_err(|e| map_error("dk_ring", e))?;
+
+        // The drops entry is the claim on the cgroup: inserted exclusively
+        // first, so a second watcher fails before touching the first's route.
+        let owner = RawDrops {
+            owner_pid: std::process::id(),
+            ..RawDrops::default()
+        };
+        shared
+            .drops
+            .lock()
+            .expect("drops map lock")
+            .insert(cgroup_id, owner, BPF_NOEXIST)
+            .map_err(|err| match &err {
+                MapError::SyscallError(SyscallError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    Error::AlreadyWatched(cgroup_id)
+                }
+                _ => map_error("dk_drops", err),
+            })?;
+        let routed =
+            shared
+                .watch
+                .lock()
+                .expect("watch map lock")
+                .insert(cgroup_id, &ring, BPF_NOEXIST);
+        if let Err(err) = routed {
+            remove_claim(&shared, cgroup_id);
+            return Err(map_error("dk_watch", err));
+        }
+        let ring = Map::from_map_data(ring)
+            .and_then(RingBuf::try_from)
+            .map_err(|e| map_error("dk_ring", e));
+        let ring = ring.and_then(|ring| register(ring, cgroup_id));
+        let ring = match ring {
+            Ok(ring) => ring,
+            Err(err) => {
+                remove_route(&shared, cgroup_id);
+                return Err(err);
+            }
+        };
+        tracing::debug!(cgroup_id, ring_bytes, "watching");
+        Ok(Self {
+            cgroup_id,
+            ring,
+            shared,
+            accounted: 0,
+            last_ns: 0,
+        })
+    }
+
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+
+    /// The next record, waiting for one. `None` only if the ring buffer can
+    /// no longer be polled (logged).
+    pub async fn next(&mut self) -> Option<Record> {
+        loop {
+            if let Some(record) = self.try_next() {
+                return Some(record);
+            }
+            match tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await {
+                Err(_idle) => {}
+                Ok(Ok(mut ready)) => ready.clear_ready(),
+                Ok(Err(err)) => {
+                    tracing::error!(cgroup_id = self.cgroup_id, %err, "ring buffer poll failed");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next record if one is ready, without waiting: drain with it after
+    /// the workload exited (every event is in the ring by the time its
+    /// syscall returned). Reports pending losses once the ring is empty.
+    pub fn try_next(&mut self) -> Option<Record> {
+        loop {
+            let decoded = self.ring.get_mut().next().map(|item| event::decode(&item));
+            let Some(decoded) = decoded else {
+                return self.pending_loss();
+            };
+            match decoded {
+                Ok(Decoded::Event(event)) => {
+                    self.last_ns = event.ts_ns;
+                    return Some(Record::Event(event));
+                }
+                Ok(Decoded::Gap(gap)) => {
+                    if let Some(gap) = self.account(gap.dropped_total, gap.first_ns, gap.last_ns) {
+                        return Some(Record::Gap(gap));
+                    }
+                }
+                Err(err) => {
+                    // An unreadable record is a lost event, never a silent one.
+                    tracing::warn!(cgroup_id = self.cgroup_id, %err, "undecodable record");
+                    return Some(Record::Gap(Gap {
+                        count: 1,
+                        from_ns: self.last_ns,
+                        to_ns: self.last_ns,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Losses the kernel counted but could not report in-band (no event
+    /// followed them yet).
+    fn pending_loss(&mut self) -> Option<Record> {
+        let drops = self
+            .shared
+            .drops
+            .lock()
+            .expect("drops map lock")
+            .get(&self.cgroup_id, 0);
+        match drops {
+            Ok(d) => self
+                .account(d.dropped, d.first_ns, d.last_ns)
+                .map(Record::Gap),
+            Err(err) => {
+                tracing::warn!(cgroup_id = self.cgroup_id, %err, "cannot read the drop counter");
+                None
+            }
+        }
+    }
+
+    /// Turns a cumulative loss count into the gap not yet reported, if any.
+    fn account(&mut self, total: u64, first_ns: u64, last_ns: u64) -> Option<Gap> {
+        let count = total.checked_sub(self.accounted).filter(|&n| n > 0)?;
+        self.accounted = total;
+        self.last_ns = self.last_ns.max(last_ns);
+        Some(Gap {
+            count,
+            from_ns: first_ns,
+            to_ns: last_ns,
+        })
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("cgroup_id", &self.cgroup_id)
+            .field("accounted", &self.accounted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers the ring buffer with the current tokio runtime's reactor.
+fn register(ring: RingBuf<MapData>, cgroup_id: u64) -> Result<AsyncFd<RingBuf<MapData>>, Error> {
+    let poll_error = |source| Error::Poll { cgroup_id, source };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(poll_error(io::Error::other("no tokio runtime")));
+    }
+    // SAFETY: RingBuf owns its map fd, keeps it open until dropped, and
+    // as_raw_fd always returns that same fd.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| poll_error(e.into()))
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        remove_route(&self.shared, self.cgroup_id);
+        tracing::debug!(cgroup_id = self.cgroup_id, "stopped watching");
+    }
+}
+
+/// Stops the kernel routing events to this watcher, then releases the claim.
+fn remove_route(shared: &Shared, cgroup_id: u64) {
+    if let Err(err) = shared
+        .watch
+        .lock()
+        .expect("watch map lock")
+        .remove(&cgroup_id)
+    {
+        tracing::warn!(cgroup_id, %err, "cannot remove the route");
+    }
+    remove_claim(shared, cgroup_id);
+}
+
+fn remove_claim(shared: &Shared, cgroup_id: u64) {
+    if let Err(err) = shared
+        .drops
+        .lock()
+        .expect("drops map lock")
+        .remove(&cgroup_id)
+    {
+        tracing::warn!(cgroup_id, %err, "cannot remove the drop counter");
+    }
+}
