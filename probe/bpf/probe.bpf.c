@@ -197,14 +197,25 @@ static __always_inline void count_loss(struct dk_drops *drops, __u64 now)
 /*
  * A wakeup per record costs the writer a cross-CPU wakeup and the reader a
  * context switch each: at 200k events/s that halved throughput. So records
- * wake the reader only once 1/16 of the ring is waiting, or for process events
- * (exec/exit, which recorders act on promptly); the reader also drains on a
- * short timer (DRAIN_INTERVAL in src/watch.rs).
+ * wake the reader only once 1/16 of the ring is waiting, or for the events a
+ * recorder must act on before the file changes again: the moments it reads
+ * content (close, fsync, msync), the ones that make content unreachable
+ * (rename, unlink), and process events (exec, exit). Writes, the bulk of the
+ * traffic, never wake it; the reader also drains on a short timer
+ * (DRAIN_INTERVAL in src/watch.rs).
  */
 static __always_inline __u64 wakeup(void *ring, __u16 op)
 {
-	if (op == DK_OP_EXEC || op == DK_OP_EXIT)
+	switch (op) {
+	case DK_OP_CLOSE:
+	case DK_OP_FSYNC:
+	case DK_OP_MSYNC:
+	case DK_OP_RENAME:
+	case DK_OP_UNLINK:
+	case DK_OP_EXEC:
+	case DK_OP_EXIT:
 		return BPF_RB_FORCE_WAKEUP;
+	}
 	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >=
 	    bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16)
 		return BPF_RB_FORCE_WAKEUP;

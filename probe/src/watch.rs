@@ -17,8 +17,8 @@ use crate::event::{self, Decoded, Gap, Record};
 use crate::probe::{map_error, Shared, BPF_NOEXIST};
 use crate::Error;
 
-/// The kernel wakes a watcher only for batches and process events (see
-/// `wakeup()` in bpf/probe.bpf.c), and a failed reservation wakes nobody, so
+/// The kernel wakes a watcher only for batches and the events a recorder
+/// must act on at once (see `wakeup()` in bpf/probe.bpf.c), and a failed reservation wakes nobody, so
 /// the watcher also drains and checks the drop counter this often.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 

@@ -1,0 +1,24 @@
+//! The recorder: probe events in, a recording out.
+//!
+//! - [`Session`] turns each probe [`Record`](diffkeeper_probe::Record) into
+//!   store events. Metadata operations are recorded as they happen; file
+//!   content is read at the natural moments (close after a write, fsync,
+//!   msync, rename over, exec of a written file) or after a debounce for
+//!   files held open, and stored through the store's delta engines.
+//! - [`RootView`] reads a path's content inside the recorded root without
+//!   ever leaving it (symlinks resolve inside the root).
+//! - [`PathFilter`] applies the include/exclude globs.
+//! - [`run`] drives a session from a probe [`Watch`](diffkeeper_probe::Watch)
+//!   until told to stop, then drains what the kernel already reported.
+//!
+//! docs/recording.md says what consistency a recorded version has.
+
+mod driver;
+mod filter;
+mod root;
+mod session;
+
+pub use driver::run;
+pub use filter::PathFilter;
+pub use root::{RootView, Snapshot};
+pub use session::{Session, SessionOptions};

@@ -1,0 +1,406 @@
+//! One recording in progress: probe records in, store events out.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use diffkeeper_probe::{Event as ProbeEvent, Gap, Op as ProbeOp, PathFlags, Record};
+use diffkeeper_store::{Actor, NodeKind, Op, RecPath, Recorder, Status};
+
+use crate::filter::PathFilter;
+use crate::root::{RootView, Snapshot};
+
+/// How a session decides what and when to record.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub filter: PathFilter,
+    /// Content of larger files is not stored (the recording says so).
+    pub max_file_size: u64,
+    /// A written file still open after this long is read anyway.
+    pub debounce: Duration,
+    /// Ignore everything before the first exec: until then the runtime is
+    /// setting the container up, and its writes are not the workload's.
+    pub wait_for_exec: bool,
+}
+
+/// A file written but not yet read.
+#[derive(Debug)]
+struct Dirty {
+    since_ns: u64,
+    actor: Actor,
+}
+
+/// Turns probe records into store events. Every failure to record is
+/// noted in the recording (`Status::incomplete`) and logged; none is
+/// returned to the caller, so the workload is never affected.
+pub struct Session {
+    store: Recorder,
+    root: RootView,
+    options: SessionOptions,
+    started: bool,
+    dirty: HashMap<RecPath, Dirty>,
+    /// Shared writable mappings by (pid, address), for `msync`.
+    mappings: HashMap<(u32, u64), RecPath>,
+}
+
+/// `renameat2` flag: the two names were swapped.
+const RENAME_EXCHANGE: u64 = 2;
+
+impl Session {
+    pub fn new(store: Recorder, root: RootView, options: SessionOptions) -> Session {
+        Session {
+            started: !options.wait_for_exec,
+            store,
+            root,
+            options,
+            dirty: HashMap::new(),
+            mappings: HashMap::new(),
+        }
+    }
+
+    /// Where content is read from from now on (e.g. the bundle rootfs once
+    /// the container's init is gone).
+    pub fn set_root(&mut self, root: RootView) {
+        self.root = root;
+    }
+
+    pub fn store(&self) -> &Recorder {
+        &self.store
+    }
+
+    pub fn handle(&mut self, record: Record) {
+        match record {
+            Record::Event(event) => self.on_event(event),
+            Record::Gap(gap) => self.on_gap(gap),
+        }
+    }
+
+    /// Reads files that stayed dirty longer than the debounce, and lets the
+    /// store commit on time.
+    pub fn tick(&mut self, now_ns: u64) {
+        let debounce = self.options.debounce.as_nanos() as u64;
+        let due: Vec<RecPath> = self
+            .dirty
+            .iter()
+            .filter(|(_, d)| now_ns.saturating_sub(d.since_ns) >= debounce)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            self.flush(&path, now_ns);
+        }
+        if let Err(err) = self.store.tick() {
+            tracing::warn!(%err, "recording commit failed");
+        }
+    }
+
+    /// Reads every file still dirty and closes the recording.
+    pub fn finish(
+        mut self,
+        now_ns: u64,
+        exit_code: Option<i32>,
+    ) -> diffkeeper_store::Result<Status> {
+        let dirty: Vec<RecPath> = self.dirty.keys().cloned().collect();
+        for path in dirty {
+            self.flush(&path, now_ns);
+        }
+        self.store.finish(exit_code)
+    }
+
+    fn on_gap(&mut self, gap: Gap) {
+        let reason = "the probe's ring buffer was full";
+        if let Err(err) = self
+            .store
+            .record_gap(gap.count, gap.from_ns, gap.to_ns, reason)
+        {
+            tracing::error!(%err, "cannot record a gap");
+        }
+        // What we know is dirty may have changed further: read it now.
+        let dirty: Vec<RecPath> = self.dirty.keys().cloned().collect();
+        for path in dirty {
+            self.flush(&path, gap.to_ns);
+        }
+    }
+
+    fn on_event(&mut self, ev: ProbeEvent) {
+        if !self.started {
+            if ev.op != ProbeOp::Exec {
+                return;
+            }
+            self.started = true;
+        }
+        let actor = Actor::Process {
+            pid: ev.pid,
+            tid: ev.tid,
+            comm: String::from_utf8_lossy(&ev.comm).into_owned(),
+        };
+        let t = ev.ts_ns;
+        let path = self.path_of(&ev.path, ev.path_flags);
+        match ev.op {
+            ProbeOp::Open => {
+                let changes_content = ev.op_flags & (libc::O_CREAT | libc::O_TRUNC) as u64 != 0;
+                if let (Some(path), true) = (path, changes_content) {
+                    self.mark_dirty(path, t, actor);
+                }
+            }
+            ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
+                if let Some(path) = path {
+                    self.mark_dirty(path, t, actor);
+                }
+            }
+            ProbeOp::Mmap => {
+                if let Some(path) = path {
+                    self.mappings.insert((ev.pid, ev.offset), path.clone());
+                    // Stores through the mapping are invisible: the debounce
+                    // reads the file while it stays mapped.
+                    self.mark_dirty(path, t, actor);
+                }
+            }
+            ProbeOp::Msync => {
+                if let Some(path) = self.mappings.get(&(ev.pid, ev.offset)).cloned() {
+                    self.mark_dirty(path.clone(), t, actor);
+                    self.flush(&path, t);
+                }
+            }
+            ProbeOp::Close | ProbeOp::Fsync => {
+                if let Some(path) = path {
+                    self.mark_dirty(path.clone(), t, actor);
+                    self.flush(&path, t);
+                }
+            }
+            ProbeOp::Rename => self.on_rename(&ev, path, t, actor),
+            ProbeOp::Unlink | ProbeOp::Rmdir => {
+                if let Some(path) = path {
+                    self.dirty.retain(|p, _| p != &path && !p.is_within(&path));
+                    let op = if ev.op == ProbeOp::Unlink {
+                        Op::Unlink { path }
+                    } else {
+                        Op::Rmdir { path }
+                    };
+                    self.record(t, actor, op);
+                }
+            }
+            ProbeOp::Mkdir => {
+                if let Some(path) = path {
+                    self.record(
+                        t,
+                        actor,
+                        Op::Mkdir {
+                            path,
+                            mode: ev.mode & 0o7777,
+                        },
+                    );
+                }
+            }
+            ProbeOp::Symlink => {
+                if let Some(path) = path {
+                    let target = ev
+                        .path2
+                        .as_deref()
+                        .map_or_else(Vec::new, |t| t.as_os_str().as_bytes().to_vec());
+                    self.record(t, actor, Op::Symlink { path, target });
+                }
+            }
+            ProbeOp::Link => {
+                let existing = ev
+                    .path2
+                    .as_deref()
+                    .and_then(|p| self.path_of(p, ev.path2_flags));
+                match (existing, path) {
+                    (Some(existing), Some(new)) => {
+                        self.flush_if_dirty(&existing, t);
+                        self.record(t, actor, Op::Link { existing, new });
+                    }
+                    // Linked in from an unrecorded place: read it as new content.
+                    (None, Some(new)) => {
+                        self.mark_dirty(new.clone(), t, actor);
+                        self.flush(&new, t);
+                    }
+                    _ => {}
+                }
+            }
+            ProbeOp::Chmod => {
+                if let Some(path) = path {
+                    self.record(
+                        t,
+                        actor,
+                        Op::Chmod {
+                            path,
+                            mode: ev.mode & 0o7777,
+                        },
+                    );
+                }
+            }
+            ProbeOp::Chown => {
+                if let Some(path) = path {
+                    let current = self.store.state().get(&path).map(|n| (n.uid, n.gid));
+                    let (uid, gid) = current.unwrap_or((0, 0));
+                    let op = Op::Chown {
+                        path,
+                        uid: ev.uid.unwrap_or(uid),
+                        gid: ev.gid.unwrap_or(gid),
+                    };
+                    self.record(t, actor, op);
+                }
+            }
+            ProbeOp::Exec => {
+                if let Some(path) = &path {
+                    self.flush_if_dirty(path, t);
+                }
+                let exe = ev.path.as_os_str().as_bytes().to_vec();
+                self.record(t, actor, Op::Exec { path: exe });
+            }
+            ProbeOp::Exit => {
+                self.mappings.retain(|(pid, _), _| *pid != ev.pid);
+                self.record(
+                    t,
+                    actor,
+                    Op::Exit {
+                        code: ev.ret as i32,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_rename(&mut self, ev: &ProbeEvent, from: Option<RecPath>, t: u64, actor: Actor) {
+        let to = ev
+            .path2
+            .as_deref()
+            .and_then(|p| self.path_of(p, ev.path2_flags));
+        if ev.op_flags & RENAME_EXCHANGE != 0 {
+            // The store has no swap: record both names' new content.
+            for path in [from, to].into_iter().flatten() {
+                self.mark_dirty(path.clone(), t, actor.clone());
+                self.flush(&path, t);
+            }
+            return;
+        }
+        match (from, to) {
+            (Some(from), Some(to)) => {
+                let was_dirty = self.dirty.remove(&from).is_some();
+                let moved: Vec<(RecPath, Dirty)> =
+                    self.dirty.extract_if(|p, _| p.is_within(&from)).collect();
+                self.record(
+                    t,
+                    actor.clone(),
+                    Op::Rename {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                );
+                for (path, dirty) in moved {
+                    let rebased = rebase(&path, &from, &to);
+                    self.dirty.insert(rebased, dirty);
+                }
+                if was_dirty {
+                    self.mark_dirty(to.clone(), t, actor);
+                    self.flush(&to, t);
+                }
+            }
+            // Moved out of what is recorded: it is gone for us.
+            (Some(from), None) => {
+                self.dirty.remove(&from);
+                self.record(t, actor, Op::Unlink { path: from });
+            }
+            // Moved in from outside: new content.
+            (None, Some(to)) => {
+                self.mark_dirty(to.clone(), t, actor);
+                self.flush(&to, t);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// A probe path as a recorded path, or `None` if it is not recorded.
+    fn path_of(&mut self, path: &Path, flags: PathFlags) -> Option<RecPath> {
+        if path.as_os_str().is_empty() || flags.outside_root || flags.unreadable {
+            return None;
+        }
+        let path = RecPath::new(path.as_os_str().as_bytes()).ok()?;
+        if flags.truncated {
+            self.store.note_incomplete(format!(
+                "a path longer than the probe's walk limit was not recorded ({}…)",
+                path.to_string_lossy().chars().take(80).collect::<String>()
+            ));
+            return None;
+        }
+        self.options.filter.accepts(&path).then_some(path)
+    }
+
+    fn mark_dirty(&mut self, path: RecPath, t: u64, actor: Actor) {
+        self.dirty
+            .entry(path)
+            .or_insert(Dirty { since_ns: t, actor });
+    }
+
+    fn flush_if_dirty(&mut self, path: &RecPath, t: u64) {
+        if self.dirty.contains_key(path) {
+            self.flush(path, t);
+        }
+    }
+
+    /// Reads a dirty file now and records its content.
+    fn flush(&mut self, path: &RecPath, t: u64) {
+        let Some(dirty) = self.dirty.remove(path) else {
+            return;
+        };
+        let snapshot = match self.root.read(path, self.options.max_file_size) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                self.store
+                    .note_incomplete(format!("{path}: could not be read: {err}"));
+                return;
+            }
+        };
+        let (mode, data) = match snapshot {
+            Snapshot::File { mode, data } => (mode, data),
+            Snapshot::NotAFile => return,
+            Snapshot::TooLarge { size } => {
+                self.store.note_incomplete(format!(
+                    "{path}: {size} bytes, larger than max-file-size; its content was not recorded"
+                ));
+                return;
+            }
+        };
+        let known = match self.store.state().get(path).map(|n| &n.kind) {
+            Some(NodeKind::File(content)) => Some(*content),
+            _ => None,
+        };
+        let result = self.store.store_content(path, &data).and_then(|content| {
+            let op = match known {
+                // Read again without a change (e.g. a close after a read-write open).
+                Some(old) if old == content => return Ok(()),
+                Some(_) => Op::Write {
+                    path: path.clone(),
+                    content,
+                },
+                None => Op::Create {
+                    path: path.clone(),
+                    mode,
+                    content,
+                },
+            };
+            self.store
+                .record(t.max(dirty.since_ns), dirty.actor, op)
+                .map(drop)
+        });
+        if let Err(err) = result {
+            tracing::warn!(%path, %err, "content not recorded");
+            self.store
+                .note_incomplete(format!("{path}: content not recorded: {err}"));
+        }
+    }
+
+    fn record(&mut self, t: u64, actor: Actor, op: Op) {
+        if let Err(err) = self.store.record(t, actor, op) {
+            tracing::warn!(%err, "event not recorded");
+        }
+    }
+}
+
+fn rebase(path: &RecPath, from: &RecPath, to: &RecPath) -> RecPath {
+    let mut bytes = to.as_bytes().to_vec();
+    bytes.extend_from_slice(&path.as_bytes()[from.as_bytes().len()..]);
+    RecPath::new(bytes).expect("a valid path rebased onto a valid path is valid")
+}
