@@ -27,9 +27,9 @@ lint:
 bench: deps
 	$(CARGO) bench --workspace
 
-## The main job (see README): record, crash, and read back the past.
+## The main job (see README): record a crashing service, read back its past.
 demo: deps
-	$(CARGO) run --quiet -p diffkeeper-store --example demo
+	bash scripts/demo.sh
 
 clean:
 	$(CARGO) clean

@@ -111,6 +111,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command and record every file change it and its children make
+    /// (a fresh cgroup under the eBPF probe); exits with the command's code.
+    Record(RecordArgs),
     /// Delete old recordings under --root (by default as the node config's
     /// retention says).
     Gc(GcArgs),
@@ -124,6 +127,40 @@ pub struct RecordingArg {
     /// Namespace to look the container id up in.
     #[arg(long, short)]
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Directory for the recording (created 0700; never itself recorded).
+    #[arg(long, short, default_value = "diffkeeper-trace")]
+    pub out: PathBuf,
+    /// Directories to record (default: the current directory and /tmp).
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+    /// Record only paths matching these globs (default: everything watched).
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never record paths matching these globs.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read a file held open for writing at least this often.
+    #[arg(long, default_value = "100ms", value_parser = diffkeeper_runtime_config::parse_duration)]
+    pub debounce: std::time::Duration,
+    /// Record larger files without their content.
+    #[arg(long, default_value = "256Mi", value_parser = diffkeeper_runtime_config::parse_size)]
+    pub max_file_size: u64,
+    /// Skip the starting snapshot of the watched directories (exports then
+    /// hold only what changed).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

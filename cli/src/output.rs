@@ -91,6 +91,18 @@ fn detail(op: &Op) -> Option<String> {
     }
 }
 
+/// A one-line, bounded rendering of a subject id (a command line may span
+/// lines).
+pub fn short(text: &str) -> String {
+    const LIMIT: usize = 60;
+    let line = text.trim().lines().next().unwrap_or_default();
+    let mut out: String = line.chars().take(LIMIT).collect();
+    if out.len() < text.trim().len() {
+        out.push('…');
+    }
+    out
+}
+
 pub fn rfc3339(unix_ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(unix_ns)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -5,18 +5,22 @@ use std::time::Duration;
 
 use diffkeeper_probe::Watch;
 use diffkeeper_store::monotonic_now_ns;
+use tokio::sync::mpsc::Receiver;
 
+use crate::baseline::BaselineItem;
 use crate::session::Session;
 
 /// How often dirty files are checked against the debounce.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Feeds `session` from `watch` until `stop` completes, then drains what
-/// the kernel already reported (every event is in the ring buffer by the
-/// time its syscall returned) and hands the session back to be finished.
+/// Feeds `session` from `watch` (and from a baseline scan, if given) until
+/// `stop` completes, then drains what the kernel already reported (every
+/// event is in the ring buffer by the time its syscall returned), lets the
+/// baseline scan finish, and hands the session back to be finished.
 pub async fn run(
     mut watch: Watch,
     mut session: Session,
+    mut baseline: Option<Receiver<BaselineItem>>,
     stop: impl Future<Output = ()>,
 ) -> Session {
     let mut ticker = tokio::time::interval(TICK);
@@ -28,6 +32,10 @@ pub async fn run(
                 Some(record) => session.handle(record),
                 None => break,
             },
+            item = next_item(&mut baseline) => match item {
+                Some(item) => session.add_baseline(item),
+                None => baseline = None,
+            },
             _ = ticker.tick() => session.tick(monotonic_now_ns()),
             () = &mut stop => break,
         }
@@ -35,5 +43,19 @@ pub async fn run(
     while let Some(record) = watch.try_next() {
         session.handle(record);
     }
+    // A baseline still running is finished: the recording must say what the
+    // tree looked like at the start, even for a workload that ran briefly.
+    if let Some(rx) = &mut baseline {
+        while let Some(item) = rx.recv().await {
+            session.add_baseline(item);
+        }
+    }
     session
+}
+
+async fn next_item(baseline: &mut Option<Receiver<BaselineItem>>) -> Option<BaselineItem> {
+    match baseline {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

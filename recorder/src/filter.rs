@@ -21,6 +21,12 @@ impl PathFilter {
         })
     }
 
+    /// Whether `path` (a directory) is excluded, so nothing below it can be
+    /// recorded and a scan need not enter it.
+    pub fn excludes(&self, path: &RecPath) -> bool {
+        self.exclude.is_match(path.to_string_lossy())
+    }
+
     pub fn accepts(&self, path: &RecPath) -> bool {
         let text = path.to_string_lossy();
         self.include.is_match(&text) && !self.exclude.is_match(&text)

@@ -8,16 +8,21 @@
 //! - [`RootView`] reads a path's content inside the recorded root without
 //!   ever leaving it (symlinks resolve inside the root).
 //! - [`PathFilter`] applies the include/exclude globs.
+//! - [`BaselineScan`] reads the starting tree on its own thread, so the
+//!   workload's start is never delayed; entries a workload changed before
+//!   the scan reached them are left out (their start state is unknown).
 //! - [`run`] drives a session from a probe [`Watch`](diffkeeper_probe::Watch)
 //!   until told to stop, then drains what the kernel already reported.
 //!
 //! docs/recording.md says what consistency a recorded version has.
 
+mod baseline;
 mod driver;
 mod filter;
 mod root;
 mod session;
 
+pub use baseline::{BaselineItem, BaselineScan, EntryKind};
 pub use driver::run;
 pub use filter::PathFilter;
 pub use root::{RootView, Snapshot};

@@ -43,6 +43,20 @@ impl RootView {
         Ok(RootView { dir })
     }
 
+    /// The permission bits of whatever is at `path` now (not following a
+    /// final symlink), or `None` if nothing is there.
+    pub fn mode(&self, path: &RecPath) -> Option<u32> {
+        let fd = rustix::fs::openat2(
+            &self.dir,
+            &path.as_bytes()[1..],
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()?;
+        rustix::fs::fstat(&fd).ok().map(|st| st.st_mode & 0o7777)
+    }
+
     /// The content of `path` if it is a regular file of at most `limit` bytes.
     pub fn read(&self, path: &RecPath, limit: u64) -> std::io::Result<Snapshot> {
         let relative = &path.as_bytes()[1..];

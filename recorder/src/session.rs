@@ -1,12 +1,16 @@
 //! One recording in progress: probe records in, store events out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
 use diffkeeper_probe::{Event as ProbeEvent, Gap, Op as ProbeOp, PathFlags, Record};
-use diffkeeper_store::{Actor, NodeKind, Op, RecPath, Recorder, Status};
+use diffkeeper_store::{
+    Actor, BaselineMode, BaselineStatus, Node, NodeKind, Op, RecPath, Recorder, Status,
+};
+
+use crate::baseline::{BaselineItem, EntryKind};
 
 use crate::filter::PathFilter;
 use crate::root::{RootView, Snapshot};
@@ -42,6 +46,11 @@ pub struct Session {
     dirty: HashMap<RecPath, Dirty>,
     /// Shared writable mappings by (pid, address), for `msync`.
     mappings: HashMap<(u32, u64), RecPath>,
+    /// Paths any event touched: a baseline scan reaching them later would
+    /// read their changed content, not their starting content.
+    touched: HashSet<RecPath>,
+    baseline: BaselineStatus,
+    baseline_late: u64,
 }
 
 /// `renameat2` flag: the two names were swapped.
@@ -56,6 +65,72 @@ impl Session {
             options,
             dirty: HashMap::new(),
             mappings: HashMap::new(),
+            touched: HashSet::new(),
+            baseline: BaselineStatus::default(),
+            baseline_late: 0,
+        }
+    }
+
+    /// Adds what the baseline scan found (see [`crate::BaselineScan`]).
+    pub fn add_baseline(&mut self, item: BaselineItem) {
+        let (path, kind, mode, uid, gid) = match item {
+            BaselineItem::Entry {
+                path,
+                kind,
+                mode,
+                uid,
+                gid,
+            } => (path, kind, mode, uid, gid),
+            BaselineItem::Done { entries, note } => {
+                let mut notes: Vec<String> = note.into_iter().collect();
+                if self.baseline_late > 0 {
+                    notes.push(format!(
+                        "{} entries changed before the scan reached them; their starting state is unknown",
+                        self.baseline_late
+                    ));
+                }
+                self.baseline.complete = true;
+                self.baseline.entries = entries - self.baseline_late;
+                self.baseline.note = (!notes.is_empty()).then(|| notes.join("; "));
+                if self.baseline.mode == BaselineMode::None {
+                    self.baseline.mode = BaselineMode::Full;
+                }
+                self.store.set_baseline_status(self.baseline.clone());
+                return;
+            }
+        };
+        if self.touched.contains(&path) || self.touched.iter().any(|t| path.is_within(t)) {
+            self.baseline_late += 1;
+            return;
+        }
+        let node_kind = match kind {
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink(target) => NodeKind::Symlink(target),
+            EntryKind::FileManifest(content) => {
+                if self.baseline.mode != BaselineMode::Manifest {
+                    self.baseline.mode = BaselineMode::Manifest;
+                    self.store.set_baseline_status(self.baseline.clone());
+                }
+                NodeKind::File(content)
+            }
+            EntryKind::File(data) => match self.store.store_content(&path, &data) {
+                Ok(content) => NodeKind::File(content),
+                Err(err) => {
+                    self.store
+                        .note_incomplete(format!("baseline {path}: {err}"));
+                    return;
+                }
+            },
+        };
+        let node = Node {
+            kind: node_kind,
+            mode,
+            uid,
+            gid,
+        };
+        if let Err(err) = self.store.add_baseline(path.clone(), node) {
+            self.store
+                .note_incomplete(format!("baseline {path}: {err}"));
         }
     }
 
@@ -182,14 +257,9 @@ impl Session {
             }
             ProbeOp::Mkdir => {
                 if let Some(path) = path {
-                    self.record(
-                        t,
-                        actor,
-                        Op::Mkdir {
-                            path,
-                            mode: ev.mode & 0o7777,
-                        },
-                    );
+                    // The syscall's mode is before the umask: ask the file system.
+                    let mode = self.root.mode(&path).unwrap_or(ev.mode & !0o022) & 0o7777;
+                    self.record(t, actor, Op::Mkdir { path, mode });
                 }
             }
             ProbeOp::Symlink => {
@@ -207,12 +277,13 @@ impl Session {
                     .as_deref()
                     .and_then(|p| self.path_of(p, ev.path2_flags));
                 match (existing, path) {
-                    (Some(existing), Some(new)) => {
+                    (Some(existing), Some(new)) if self.store.state().get(&existing).is_some() => {
                         self.flush_if_dirty(&existing, t);
                         self.record(t, actor, Op::Link { existing, new });
                     }
-                    // Linked in from an unrecorded place: read it as new content.
-                    (None, Some(new)) => {
+                    // Linked in from an unrecorded place, or from a file we
+                    // hold no content for: read it as new content.
+                    (_, Some(new)) => {
                         self.mark_dirty(new.clone(), t, actor);
                         self.flush(&new, t);
                     }
@@ -256,7 +327,7 @@ impl Session {
                     t,
                     actor,
                     Op::Exit {
-                        code: ev.ret as i32,
+                        code: exit_code(ev.ret),
                     },
                 );
             }
@@ -278,7 +349,11 @@ impl Session {
         }
         match (from, to) {
             (Some(from), Some(to)) => {
-                let was_dirty = self.dirty.remove(&from).is_some();
+                // A source we hold no content for (its content vanished
+                // before we could read it, e.g. a temp file renamed over a
+                // config at once) must be read under its new name.
+                let unknown = self.store.state().get(&from).is_none();
+                let was_dirty = self.dirty.remove(&from).is_some() || unknown;
                 let moved: Vec<(RecPath, Dirty)> =
                     self.dirty.extract_if(|p, _| p.is_within(&from)).collect();
                 self.record(
@@ -393,9 +468,19 @@ impl Session {
     }
 
     fn record(&mut self, t: u64, actor: Actor, op: Op) {
+        self.touched.extend(op.paths().into_iter().cloned());
         if let Err(err) = self.store.record(t, actor, op) {
             tracing::warn!(%err, "event not recorded");
         }
+    }
+}
+
+/// A wait status as a shell reports it: the exit code, or 128 + signal.
+fn exit_code(wait_status: i64) -> i32 {
+    let status = wait_status as i32;
+    match status & 0x7f {
+        0 => (status >> 8) & 0xff,
+        signal => 128 + signal,
     }
 }
 

@@ -90,7 +90,8 @@ pub enum Op {
     Exec {
         path: Vec<u8>,
     },
-    /// A process of the workload exited with this wait status code.
+    /// A process of the workload exited: its exit code, or 128 + the signal
+    /// that killed it (as a shell reports it).
     Exit {
         code: i32,
     },

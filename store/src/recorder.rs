@@ -25,7 +25,7 @@ use crate::content::{
 use crate::error::{Error, Result};
 use crate::event::{Actor, Event, Op};
 use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PACKS, PIECES};
-use crate::meta::{BaselineStatus, RecordingMeta, RecordingState, Status};
+use crate::meta::{BaselineMode, BaselineStatus, RecordingMeta, RecordingState, Status};
 use crate::path::RecPath;
 use crate::state::{FsState, Node};
 
@@ -260,13 +260,16 @@ impl Recorder {
     }
 
     /// Adds one entry of the starting tree. Baseline entries sit beneath the
-    /// events: an event at any time overrides them.
+    /// events: an event at any time overrides them. A file's content must
+    /// have been stored first, unless the baseline status says `Manifest`
+    /// (hashes and sizes only).
     pub fn add_baseline(&mut self, path: RecPath, node: Node) -> Result<()> {
         self.ensure_writable()?;
         let bytes = format::to_bytes(&node);
+        let content_required = self.status.baseline.mode != BaselineMode::Manifest;
         let txn = self.txn()?;
         let result = (|| -> Result<(), redb::Error> {
-            if let Some(content) = node.content() {
+            if let Some(content) = node.content().filter(|_| content_required) {
                 if txn.open_table(CONTENT)?.get(&content.id.0)?.is_none() {
                     return Err(redb::Error::Corrupted(format!(
                         "baseline entry refers to content {} that was not stored first",

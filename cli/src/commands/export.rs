@@ -8,7 +8,7 @@ use anyhow::Result;
 use diffkeeper_store::{ExportOptions, Recording};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::output::bytes;
+use crate::output::{bytes, short};
 
 pub fn run(
     recording: &Recording,
@@ -38,7 +38,7 @@ pub fn run(
     bar.finish_and_clear();
     println!(
         "exported {} at {}: {} files, {} directories, {} symlinks, {} to {}",
-        recording.meta().subject.id,
+        short(&recording.meta().subject.id),
         moment,
         report.files,
         report.dirs,

@@ -5,6 +5,7 @@ mod diff;
 mod export;
 mod gc;
 mod ls;
+mod record;
 mod timeline;
 mod verify;
 
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Verify { recording, json } => verify::run(&open(&root, &recording)?, json),
         Command::Gc(args) => gc::run(&root, &args),
+        Command::Record(args) => record::run(&args),
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use diffkeeper_store::{OpKind, Recording, TimelineFilter};
 
-use crate::output::{print_json, rfc3339, EventView};
+use crate::output::{print_json, rfc3339, short, EventView};
 
 pub fn run(
     recording: &Recording,
@@ -62,7 +62,7 @@ pub fn print_header(recording: &Recording) -> Result<()> {
     println!(
         "# {} {} ({}{}), started {}",
         meta.subject.kind,
-        meta.subject.id,
+        short(&meta.subject.id),
         if meta.subject.namespace.is_empty() {
             "-"
         } else {

@@ -1,0 +1,199 @@
+//! `diffkeeper record -- CMD` end to end: a real command, the real probe,
+//! then the reading commands on what it left.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn skip_unless_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    let reason = "diffkeeper record needs root (eBPF, cgroups)";
+    if std::env::var_os("DIFFKEEPER_REQUIRE_E2E").is_some_and(|v| v == "1") {
+        panic!("{reason}, and DIFFKEEPER_REQUIRE_E2E=1 forbids skipping");
+    }
+    eprintln!("SKIP: {reason}");
+    true
+}
+
+fn diffkeeper(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diffkeeper"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn records_a_command_and_reads_it_back() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().canonicalize().unwrap().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("config"), "old config\n").unwrap();
+    std::fs::write(work.join("keep.txt"), "original\n").unwrap();
+
+    // The trace directory sits inside the watched one: it must not record
+    // itself. The baseline scan runs alongside the command; the first sleep
+    // lets it finish before `config` changes (a file changed before the scan
+    // reaches it has no recorded starting content: docs/recording.md).
+    let script = "sleep 0.3; echo new > config; echo data > out.bin; mkdir sub; echo hi > sub/x; rm keep.txt; exit 7";
+    let out = diffkeeper(
+        &work,
+        &[
+            "record", "--out", "trace", "--watch", ".", "--", "sh", "-c", script,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sh exited 7"),
+        "{}",
+        text(&out.stderr)
+    );
+    let trace = work.join("trace");
+    assert_eq!(
+        std::fs::metadata(&trace).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let file = std::fs::read_dir(&trace)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = diffkeeper(&work, &["timeline", "trace", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = events.as_array().unwrap();
+    let w = work.display().to_string();
+    let file_ops: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["paths"].as_array().is_some_and(|p| !p.is_empty()))
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap().to_string(),
+                e["paths"][0].as_str().unwrap().replace(&w, ""),
+            )
+        })
+        .collect();
+    // How many versions a file gets depends on when the recorder reads it
+    // (docs/recording.md); which operations happened, in what order, does not.
+    let not_writes: Vec<(&str, &str)> = file_ops
+        .iter()
+        .filter(|(op, _)| op != "write")
+        .map(|(op, path)| (op.as_str(), path.as_str()))
+        .collect();
+    assert_eq!(
+        not_writes,
+        [
+            ("create", "/out.bin"),
+            ("mkdir", "/sub"),
+            ("create", "/sub/x"),
+            ("unlink", "/keep.txt")
+        ],
+        "nothing under trace/ either: {file_ops:?}"
+    );
+    // config was in the baseline, so its change is a write, not a create.
+    let config: Vec<&str> = file_ops
+        .iter()
+        .filter(|(_, p)| p == "/config")
+        .map(|(op, _)| op.as_str())
+        .collect();
+    assert_eq!(config, ["write"]);
+    assert!(events
+        .iter()
+        .any(|e| e["op"] == "exit" && e["detail"] == "code 7"));
+
+    // At the start: the baseline. At the end: what the command left.
+    let out = diffkeeper(
+        &work,
+        &["export", "trace", "--time", "10ms", "--out", "../start"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let start = dir
+        .path()
+        .join("start")
+        .join(work.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read_to_string(start.join("config")).unwrap(),
+        "old config\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(start.join("keep.txt")).unwrap(),
+        "original\n"
+    );
+    let out = diffkeeper(&work, &["export", "trace", "--out", "../end"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let end = dir.path().join("end").join(work.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read_to_string(end.join("config")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(std::fs::read_to_string(end.join("sub/x")).unwrap(), "hi\n");
+    assert!(!end.join("keep.txt").exists() && !end.join("trace").exists());
+
+    let out = diffkeeper(&work, &["verify", "trace"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_killed_command_exits_128_plus_signal() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = diffkeeper(
+        dir.path(),
+        &[
+            "record",
+            "--out",
+            "t",
+            "--watch",
+            ".",
+            "--",
+            "sh",
+            "-c",
+            "echo x > f; kill -9 $$",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let out = diffkeeper(
+        dir.path(),
+        &[
+            "cat",
+            "t",
+            &format!("{}/f", dir.path().canonicalize().unwrap().display()),
+        ],
+    );
+    assert_eq!(text(&out.stdout), "x\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_missing_command_is_a_clear_error() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = diffkeeper(
+        dir.path(),
+        &["record", "--out", "t", "--", "/no/such/program"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("starting \"/no/such/program\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
