@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p diffkeeper-cli
-dk="$PWD/target/release/diffkeeper"
+dk="$(realpath "${CARGO_TARGET_DIR:-target}")/release/diffkeeper"
 
 demo=$(mktemp -d /tmp/diffkeeper-demo.XXXXXX)
 trap 'rm -rf "$demo"' EXIT

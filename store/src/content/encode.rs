@@ -259,7 +259,8 @@ impl ContentWriter<'_, '_> {
 
         let piece = super::PieceId(hash(data));
         if !self.pieces.contains(&piece)? {
-            self.pieces.put_encoded(piece, codec, &whole)?;
+            self.pieces
+                .put_encoded(piece, codec, &whole, pieces::check(data))?;
             *written += whole.len() as u64;
         }
         stats.whole += 1;

@@ -25,13 +25,19 @@ pub(crate) const PACK_TARGET: usize = (128 << 10) - 512;
 pub(crate) const MAX_PIECE_LEN: u64 = 1 << 32;
 
 /// Where a piece's stored bytes are: `len` bytes at `offset` in pack `pack`,
-/// encoded with `codec`.
+/// encoded with `codec`; `check` is the xxh3-64 of the decoded bytes.
+///
+/// Why a second hash: a chunked read checks each chunk against `check` as
+/// it copies it (tens of GB/s) instead of re-hashing the whole file with
+/// blake3 afterwards, which cost more than the read itself. `verify` still
+/// checks every piece against its blake3 id.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PieceLoc {
     pub pack: u64,
     pub offset: u32,
     pub len: u32,
     pub codec: u8,
+    pub check: u64,
 }
 
 /// The pack being filled by a recorder.
@@ -62,16 +68,18 @@ impl PieceWriter<'_, '_> {
             return Ok((id, loc, 0));
         }
         let (codec, payload) = encode(data);
-        let loc = self.put_encoded(id, codec, &payload)?;
+        let loc = self.put_encoded(id, codec, &payload, check(data))?;
         Ok((id, loc, payload.len() as u64))
     }
 
-    /// Stores already-encoded bytes under `id` (which must be new).
+    /// Stores already-encoded bytes under `id` (which must be new);
+    /// `check` is [`check`] of the decoded bytes.
     pub(crate) fn put_encoded(
         &mut self,
         id: PieceId,
         codec: Codec,
         payload: &[u8],
+        check: u64,
     ) -> Result<PieceLoc, redb::StorageError> {
         if !self.open.bytes.is_empty() && self.open.bytes.len() + payload.len() > PACK_TARGET {
             self.flush()?;
@@ -83,6 +91,7 @@ impl PieceWriter<'_, '_> {
             offset: self.open.bytes.len() as u32,
             len: payload.len() as u32,
             codec: codec as u8,
+            check,
         };
         self.open.bytes.extend_from_slice(payload);
         self.open.dirty = true;
@@ -112,6 +121,11 @@ impl PieceWriter<'_, '_> {
             packs: &self.packs,
         }
     }
+}
+
+/// The fast checksum a piece's decoded bytes are checked against on read.
+pub(crate) fn check(data: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(data)
 }
 
 /// The codec and payload a piece is stored as: zstd only when smaller.
@@ -199,9 +213,9 @@ pub(crate) trait PieceSource: Sync {
     fn locate(&self, id: &PieceId) -> Result<PieceLoc, Fault>;
     /// Appends a piece's bytes to `out`, producing at most `limit` bytes.
     fn read_into(&self, id: &PieceId, out: &mut Vec<u8>, limit: u64) -> Result<(), Fault>;
-    /// Fills `out` with the concatenated bytes of `chunks`, in order; `out`
-    /// must be exactly their total length. Consecutive chunks in one pack
-    /// cost one lookup.
+    /// Fills `out` with the concatenated bytes of `chunks`, in order, each
+    /// checked against its checksum; `out` must be exactly their total
+    /// length. Consecutive chunks in one pack cost one lookup.
     fn read_chunks(&self, chunks: &[Entry], out: &mut [u8]) -> Result<(), Fault>;
 }
 
@@ -234,6 +248,12 @@ where
             let (codec, payload) = slice(&chunk.piece, &chunk.loc, pack.value())?;
             decode_exact(codec, payload, part)
                 .map_err(|e| Fault::Corrupt(format!("piece {:?}: {e}", chunk.piece)))?;
+            if check(part) != chunk.loc.check {
+                return Err(Fault::Corrupt(format!(
+                    "piece {:?}: checksum mismatch",
+                    chunk.piece
+                )));
+            }
         }
         Ok(())
     }
