@@ -74,6 +74,35 @@ fn a_flipped_byte_is_named_by_verify() {
 }
 
 #[test]
+fn a_flipped_byte_in_a_chunked_file_fails_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sample_recording(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let needle = &noise(2, 300_000)[150_000..150_032];
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[at + 7] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let recording = Recording::open(&file).unwrap();
+    let err = recording
+        .cat(&p("/data/big"), &Moment::latest())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let report = recording.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Version { used_by, .. } if used_by == &["#2 /data/big"])),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
 fn random_damage_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let pristine = std::fs::read(sample_recording(dir.path())).unwrap();
