@@ -12,6 +12,8 @@ use crate::session::Session;
 
 /// How often dirty files are checked against the debounce.
 const TICK: Duration = Duration::from_millis(20);
+/// Records handled before due reads are done, at most.
+const BATCH: usize = 4096;
 
 /// Feeds `session` from `watch` (and from a baseline scan, if given) until
 /// `stop` completes, then drains what the kernel already reported (every
@@ -29,7 +31,18 @@ pub async fn run(
     loop {
         tokio::select! {
             record = watch.next() => match record {
-                Some(record) => session.handle(record),
+                Some(record) => {
+                    session.handle(record);
+                    // Catch up with everything already reported, then read
+                    // what closes asked for: one read per file per batch.
+                    for _ in 0..BATCH {
+                        match watch.try_next() {
+                            Some(record) => session.handle(record),
+                            None => break,
+                        }
+                    }
+                    session.flush_due();
+                }
                 None => break,
             },
             item = next_item(&mut baseline) => match item {
@@ -43,6 +56,7 @@ pub async fn run(
     while let Some(record) = watch.try_next() {
         session.handle(record);
     }
+    session.flush_due();
     // A baseline still running is finished: the recording must say what the
     // tree looked like at the start, even for a workload that ran briefly.
     if let Some(rx) = &mut baseline {

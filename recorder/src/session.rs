@@ -33,6 +33,10 @@ pub struct SessionOptions {
 struct Dirty {
     since_ns: u64,
     actor: Actor,
+    /// Set by a close, fsync or msync: read at the next `flush_due`, so a
+    /// burst of closes of one file while the recorder catches up costs one
+    /// read (a read after the fact would see the latest content anyway).
+    due_ns: Option<u64>,
 }
 
 /// Turns probe records into store events. Every failure to record is
@@ -99,7 +103,8 @@ impl Session {
                 return;
             }
         };
-        if self.touched.contains(&path) || self.touched.iter().any(|t| path.is_within(t)) {
+        let mut ancestors = std::iter::successors(Some(path.clone()), RecPath::parent);
+        if ancestors.any(|p| self.touched.contains(&p)) {
             self.baseline_late += 1;
             return;
         }
@@ -154,14 +159,10 @@ impl Session {
     /// Reads files that stayed dirty longer than the debounce, and lets the
     /// store commit on time.
     pub fn tick(&mut self, now_ns: u64) {
+        self.flush_due();
         let debounce = self.options.debounce.as_nanos() as u64;
-        let due: Vec<RecPath> = self
-            .dirty
-            .iter()
-            .filter(|(_, d)| now_ns.saturating_sub(d.since_ns) >= debounce)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in due {
+        let stale = self.dirty_since(|d| now_ns.saturating_sub(d.since_ns) >= debounce);
+        for path in stale {
             self.flush(&path, now_ns);
         }
         if let Err(err) = self.store.tick() {
@@ -175,7 +176,7 @@ impl Session {
         now_ns: u64,
         exit_code: Option<i32>,
     ) -> diffkeeper_store::Result<Status> {
-        let dirty: Vec<RecPath> = self.dirty.keys().cloned().collect();
+        let dirty = self.dirty_since(|_| true);
         for path in dirty {
             self.flush(&path, now_ns);
         }
@@ -191,7 +192,7 @@ impl Session {
             tracing::error!(%err, "cannot record a gap");
         }
         // What we know is dirty may have changed further: read it now.
-        let dirty: Vec<RecPath> = self.dirty.keys().cloned().collect();
+        let dirty = self.dirty_since(|_| true);
         for path in dirty {
             self.flush(&path, gap.to_ns);
         }
@@ -233,14 +234,12 @@ impl Session {
             }
             ProbeOp::Msync => {
                 if let Some(path) = self.mappings.get(&(ev.pid, ev.offset)).cloned() {
-                    self.mark_dirty(path.clone(), t, actor);
-                    self.flush(&path, t);
+                    self.mark_due(path, t, actor);
                 }
             }
             ProbeOp::Close | ProbeOp::Fsync => {
                 if let Some(path) = path {
-                    self.mark_dirty(path.clone(), t, actor);
-                    self.flush(&path, t);
+                    self.mark_due(path, t, actor);
                 }
             }
             ProbeOp::Rename => self.on_rename(&ev, path, t, actor),
@@ -404,9 +403,48 @@ impl Session {
     }
 
     fn mark_dirty(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.dirty
-            .entry(path)
-            .or_insert(Dirty { since_ns: t, actor });
+        self.touched.insert(path.clone());
+        self.dirty.entry(path).or_insert(Dirty {
+            since_ns: t,
+            actor,
+            due_ns: None,
+        });
+    }
+
+    /// Dirty paths matching `which`, oldest first, so versions are recorded
+    /// in the order their files were written.
+    fn dirty_since(&self, which: impl Fn(&Dirty) -> bool) -> Vec<RecPath> {
+        let mut paths: Vec<(u64, RecPath)> = self
+            .dirty
+            .iter()
+            .filter(|(_, d)| which(d))
+            .map(|(p, d)| (d.since_ns, p.clone()))
+            .collect();
+        paths.sort();
+        paths.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// A moment to read `path`'s content: marks it for the next `flush_due`.
+    fn mark_due(&mut self, path: RecPath, t: u64, actor: Actor) {
+        self.mark_dirty(path.clone(), t, actor);
+        if let Some(dirty) = self.dirty.get_mut(&path) {
+            dirty.due_ns = Some(t);
+        }
+    }
+
+    /// Reads every file a close, fsync or msync asked for. The driver calls
+    /// this whenever it has caught up with the kernel.
+    pub fn flush_due(&mut self) {
+        let mut due: Vec<(RecPath, u64)> = self
+            .dirty
+            .iter()
+            .filter_map(|(p, d)| d.due_ns.map(|t| (p.clone(), t)))
+            .collect();
+        // In the order the kernel reported the closes.
+        due.sort_by_key(|(_, t)| *t);
+        for (path, t) in due {
+            self.flush(&path, t);
+        }
     }
 
     fn flush_if_dirty(&mut self, path: &RecPath, t: u64) {
