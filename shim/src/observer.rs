@@ -1,0 +1,70 @@
+//! The recording hook: what the shim tells a recorder about each container.
+//!
+//! `before_start` runs after libcontainer's `build()` returned (the init
+//! process exists, sits in its own cgroup v2 directory and is blocked before
+//! `exec`) and before `start()` lets it run the workload. Nothing the
+//! workload does can happen before the hook returns, so a recorder that
+//! attaches its cgroup filter here sees every write from the first one.
+//! Events from the runtime's own setup happened before the hook and are not
+//! the workload's.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// What a recorder needs to know about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// The containerd task id.
+    pub id: String,
+    /// The containerd namespace (`default`, `k8s.io`, ...).
+    pub namespace: String,
+    /// The OCI bundle directory containerd created for the task.
+    pub bundle: PathBuf,
+    /// The container's root filesystem as seen from the host.
+    pub rootfs: PathBuf,
+    /// Inode of the container's cgroup v2 directory: the value
+    /// `bpf_get_current_cgroup_id()` returns for its processes.
+    pub cgroup_id: u64,
+    /// The cgroup v2 directory itself.
+    pub cgroup_path: PathBuf,
+    /// Host pid of the container's init process.
+    pub init_pid: i32,
+    /// `annotations` from the bundle's spec (`io.diffkeeper.*` and others).
+    pub annotations: HashMap<String, String>,
+}
+
+/// Why an observer refused a container.
+pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a container's init process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code as containerd reports it (128 + signal for signals).
+    pub exit_status: u32,
+}
+
+/// Receives the lifecycle of every container the shim runs.
+///
+/// Implementations must be quick: `before_start` delays the container's
+/// start, and both run on the shim's async runtime.
+pub trait ContainerObserver: Send + Sync + 'static {
+    /// Called once the container's cgroup exists and before its workload
+    /// runs. An error fails `Create` and the container is torn down.
+    fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError>;
+
+    /// Called once the init process has exited and been reaped, before
+    /// containerd sees the exit.
+    fn after_exit(&self, info: &ContainerInfo, exit: ExitInfo);
+}
+
+/// The observer used until recording is wired in: does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl ContainerObserver for NoopObserver {
+    fn before_start(&self, _info: &ContainerInfo) -> Result<(), ObserverError> {
+        Ok(())
+    }
+
+    fn after_exit(&self, _info: &ContainerInfo, _exit: ExitInfo) {}
+}

@@ -1,0 +1,282 @@
+//! A private containerd 1.6 for one test, torn down by `Drop`.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::image::busybox_rootfs;
+use crate::leaks;
+use crate::shim::shim_binary;
+
+/// How long one `ctr` call may take before the harness gives up on it.
+const CTR_TIMEOUT_SECS: u32 = 60;
+
+/// Output of a `ctr` invocation.
+#[derive(Debug, Clone)]
+pub struct CtrOutput {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtrOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with the output unless the command succeeded.
+    pub fn expect_ok(self, what: &str) -> Self {
+        assert!(self.success(), "{what} failed: {self:?}");
+        self
+    }
+}
+
+/// A running private containerd with its own root, state, sockets and
+/// namespace, our shim on its `PATH`, and a busybox rootfs.
+pub struct Containerd {
+    child: Child,
+    /// The gRPC socket (`ctr -a`).
+    pub address: PathBuf,
+    /// The namespace tests use; unique per instance.
+    pub namespace: String,
+    /// A busybox-static rootfs for `ctr run --rootfs`.
+    pub rootfs: PathBuf,
+    /// The directory holding everything of this instance.
+    pub dir: PathBuf,
+    path_env: String,
+    _dir: TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd and waits until it answers.
+    pub fn start() -> Result<Self, String> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let shim = shim_binary()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("dk-e2e-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tmp.path().to_path_buf();
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+        symlink(&shim, bin.join("containerd-shim-diffkeeper-v1")).map_err(|e| e.to_string())?;
+        let address = dir.join("containerd.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{address}"
+[ttrpc]
+  address = "{address}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            address = address.display(),
+            opt = dir.join("opt").display(),
+        );
+        fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
+        let rootfs = dir.join("rootfs");
+        busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
+        let path_env = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let log = fs::File::create(dir.join("containerd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", &path_env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn containerd: {e}"))?;
+        let containerd = Self {
+            child,
+            address,
+            namespace: format!(
+                "dk{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ),
+            rootfs,
+            dir,
+            path_env,
+            _dir: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !containerd.ctr(&["version"]).success() {
+            if Instant::now() > deadline {
+                return Err(format!("containerd did not start: {}", containerd.log()));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        Ok(containerd)
+    }
+
+    /// A `ctr` command bound to this instance and namespace, killed if it
+    /// takes longer than a minute.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("timeout");
+        command
+            .args(["-k", "5", &CTR_TIMEOUT_SECS.to_string(), "ctr", "-a"])
+            .arg(&self.address)
+            .args(["-n", &self.namespace])
+            .args(args)
+            .env("PATH", &self.path_env)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// A `ctr` command without a time limit (`ctr events`): the caller
+    /// kills it.
+    pub fn ctr_unbounded(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("-a")
+            .arg(&self.address)
+            .args(["-n", &self.namespace])
+            .args(args)
+            .env("PATH", &self.path_env)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `ctr` with `args` and collects its output.
+    pub fn ctr(&self, args: &[&str]) -> CtrOutput {
+        collect(self.ctr_command(args))
+    }
+
+    /// Runs `ctr` with `args` under a pseudo-terminal (`script`).
+    pub fn ctr_with_tty(&self, args: &[&str]) -> CtrOutput {
+        let inner = self
+            .ctr_command(args)
+            .get_args()
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut command = Command::new("script");
+        command
+            .args(["-qec", &format!("timeout {inner}"), "/dev/null"])
+            .env("PATH", &self.path_env)
+            .stdin(Stdio::null());
+        collect(command)
+    }
+
+    /// `ctr run --rm --runtime RUNTIME --rootfs <busybox> ID ARGS...`.
+    pub fn run_rootfs(&self, runtime: &str, id: &str, args: &[&str]) -> CtrOutput {
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        let mut all = vec!["run", "--rm", "--runtime", runtime, "--rootfs", &rootfs, id];
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    /// Task ids with their pid and status, from `ctr task ls`.
+    pub fn tasks(&self) -> Vec<(String, i32, String)> {
+        self.ctr(&["task", "ls"])
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let id = fields.next()?.to_owned();
+                let pid = fields.next()?.parse().ok()?;
+                Some((id, pid, fields.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Waits until task `id` has `status` (e.g. `RUNNING`).
+    pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.tasks().iter().any(|(t, _, s)| t == id && s == status) {
+                return true;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kills, deletes and removes container `id` (task and metadata).
+    pub fn remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "-a", "-s", "KILL", id]);
+        self.wait_status(id, "STOPPED", Duration::from_secs(10));
+        let _ = self.ctr(&["task", "rm", "-f", id]);
+        let _ = self.ctr(&["container", "rm", id]);
+    }
+
+    /// containerd's log so far (shim logs included).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Whether containerd still answers.
+    pub fn healthy(&self) -> bool {
+        self.ctr(&["version"]).success()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for (id, _, _) in self.tasks() {
+            self.remove(&id);
+        }
+        for line in self.ctr(&["container", "ls", "-q"]).stdout.lines() {
+            let _ = self.ctr(&["container", "rm", line.trim()]);
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // own child, not yet reaped, so it cannot have been reused.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for shim in leaks::shims_of(&self.address) {
+            // SAFETY: as above; a shim of this instance, found by its
+            // command line a moment ago.
+            unsafe { libc::kill(shim.pid, libc::SIGKILL) };
+            if let Some(socket) = &shim.socket {
+                let _ = fs::remove_file(socket);
+            }
+        }
+        for mount in leaks::mounts_under(&self.dir).into_iter().rev() {
+            let _ = Command::new("umount").args(["-l"]).arg(&mount).status();
+        }
+        // runc's shim leaves its (empty) per-namespace state directory.
+        let _ = fs::remove_dir(PathBuf::from("/run/containerd/runc").join(&self.namespace));
+    }
+}
+
+fn collect(mut command: Command) -> CtrOutput {
+    match command.output() {
+        Ok(out) => CtrOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        Err(err) => CtrOutput {
+            code: None,
+            stdout: String::new(),
+            stderr: err.to_string(),
+        },
+    }
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}

@@ -1,0 +1,22 @@
+//! End-to-end test harness: a private containerd 1.6 per test, with the
+//! DiffKeeper shim on its `PATH`, a busybox rootfs and a hand-built OCI
+//! image. Everything it creates is removed by `Drop` guards, also when a
+//! test panics.
+
+pub mod containerd;
+pub mod image;
+pub mod leaks;
+pub mod shim;
+pub mod skip;
+
+pub use containerd::{Containerd, CtrOutput};
+pub use image::{busybox_rootfs, OciImage};
+pub use shim::shim_binary;
+pub use skip::{e2e_unavailable, skip};
+
+/// Our runtime's name in containerd.
+pub const DIFFKEEPER_RUNTIME: &str = "io.containerd.diffkeeper.v1";
+/// The reference runtime the harness is proven against.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// Both runtimes, ours first.
+pub const RUNTIMES: [&str; 2] = [DIFFKEEPER_RUNTIME, RUNC_RUNTIME];
