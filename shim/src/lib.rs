@@ -6,7 +6,8 @@
 //! Layout: [`bootstrap`](crate::bootstrap) (command line, both task API
 //! versions), `service` (the task API), `instance` (containers and their
 //! processes), `helper` (the single-threaded process libcontainer runs
-//! in), `reaper`, `stdio`, `events`, `cgroup`, `spec` and `error`.
+//! in), `reaper`, `stdio`, `logging` (containerd's log URIs), `events`,
+//! `cgroup`, `spec` and `error`.
 
 mod bootstrap;
 mod cgroup;
@@ -14,6 +15,7 @@ mod error;
 mod events;
 mod helper;
 mod instance;
+mod logging;
 mod observer;
 mod reaper;
 mod service;

@@ -125,7 +125,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let (pending, fds) = PendingIo::prepare(&stdio, self.console_path())?;
+        let (pending, fds) = PendingIo::prepare(&stdio, self.console_path(), &id, &self.namespace)?;
         let created = self
             .helper
             .create(&id, &bundle, &mounts, pending.console_socket(), fds)
@@ -337,7 +337,12 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             .spec_file
             .clone()
             .ok_or_else(|| Error::InvalidArgument("exec without a process spec".into()))?;
-        let (pending, fds) = PendingIo::prepare(&process.stdio, self.console_path())?;
+        let (pending, fds) = PendingIo::prepare(
+            &process.stdio,
+            self.console_path(),
+            &req.id,
+            &self.namespace,
+        )?;
         let procs = instance.cgroup.procs_file();
         let pid = self
             .helper

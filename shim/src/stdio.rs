@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::helper::ProcessFds;
+use crate::logging::LogDriver;
 
 /// How long stdin may stay quiet after `CloseIO` before it is closed.
 const STDIN_DRAIN: Duration = Duration::from_millis(50);
@@ -65,23 +66,31 @@ impl Drop for ConsoleSocket {
 impl PendingIo {
     /// Prepares stdio for a process. With a terminal, listens on
     /// `console_path` for the pty master.
+    /// `id` and `namespace` name the container to a logging binary.
     pub(crate) fn prepare(
         request: &StdioRequest,
         console_path: PathBuf,
+        id: &str,
+        namespace: &str,
     ) -> Result<(Self, ProcessFds)> {
-        for (field, uri) in [
-            ("stdin", &request.stdin),
-            ("stdout", &request.stdout),
-            ("stderr", &request.stderr),
-        ] {
-            if let Some((scheme, _)) = uri.split_once("://") {
-                // containerd's log drivers (`binary://`, `file://`, used by
-                // nerdctl) are not implemented yet: say so instead of
-                // failing to open a path that does not exist.
-                return Err(Error::InvalidArgument(format!(
-                    "{field} URI scheme `{scheme}://` is not supported; only FIFO paths are"
-                )));
-            }
+        if let Some((scheme, _)) = request.stdin.split_once("://") {
+            return Err(Error::InvalidArgument(format!(
+                "stdin URI scheme `{scheme}://` is not supported; stdin must be a FIFO path"
+            )));
+        }
+        // containerd sends both streams through stdout's log driver.
+        let driver = LogDriver::parse("stdout", &request.stdout)?;
+        let stderr_driver = LogDriver::parse("stderr", &request.stderr)?;
+        if stderr_driver.is_some() && stderr_driver != driver {
+            return Err(Error::InvalidArgument(
+                "stderr names a log driver different from stdout's; use the same URI for both"
+                    .into(),
+            ));
+        }
+        if request.terminal && driver.is_some() {
+            return Err(Error::InvalidArgument(
+                "a log URI (file://, binary://) cannot be combined with a terminal".into(),
+            ));
         }
         let mut pending = PendingIo {
             request: request.clone(),
@@ -114,10 +123,14 @@ impl PendingIo {
             pending.stdin_writer = Some(writer);
             reader
         };
+        let (stdout, stderr) = match driver {
+            Some(driver) => driver.open(id, namespace)?,
+            None => (open_output(&request.stdout)?, open_output(&request.stderr)?),
+        };
         let fds = ProcessFds {
             stdin,
-            stdout: open_output(&request.stdout)?,
-            stderr: open_output(&request.stderr)?,
+            stdout,
+            stderr,
         };
         Ok((pending, fds))
     }
@@ -350,7 +363,7 @@ mod tests {
             stdin: fifo.to_string_lossy().into_owned(),
             ..Default::default()
         };
-        let (pending, fds) = PendingIo::prepare(&request, dir.join("c.sock")).unwrap();
+        let (pending, fds) = PendingIo::prepare(&request, dir.join("c.sock"), "id", "ns").unwrap();
         let io = pending.finish().await.unwrap();
         (fifo, File::from(fds.stdin), io)
     }
@@ -366,16 +379,34 @@ mod tests {
     }
 
     #[test]
-    fn log_driver_uris_are_refused_by_name() {
-        let request = StdioRequest {
-            stdout: "binary:///usr/local/bin/nerdctl?_NERDCTL_INTERNAL_LOGGING=/x".into(),
-            ..Default::default()
-        };
-        match PendingIo::prepare(&request, PathBuf::from("/nonexistent.sock")) {
-            Err(Error::InvalidArgument(message)) => {
-                assert!(message.contains("stdout") && message.contains("binary://"))
+    fn unsupported_stdio_uris_are_refused_by_name() {
+        for (request, field, scheme) in [
+            (
+                StdioRequest {
+                    stdout: "syslog://local0".into(),
+                    ..Default::default()
+                },
+                "stdout",
+                "syslog://",
+            ),
+            (
+                StdioRequest {
+                    stdin: "binary:///bin/cat".into(),
+                    ..Default::default()
+                },
+                "stdin",
+                "binary://",
+            ),
+        ] {
+            match PendingIo::prepare(&request, PathBuf::from("/nonexistent.sock"), "id", "ns") {
+                Err(Error::InvalidArgument(message)) => {
+                    assert!(
+                        message.contains(field) && message.contains(scheme),
+                        "{message}"
+                    )
+                }
+                other => panic!("expected InvalidArgument, got {:?}", other.err()),
             }
-            other => panic!("expected InvalidArgument, got {:?}", other.err()),
         }
     }
 

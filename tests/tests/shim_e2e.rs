@@ -440,3 +440,66 @@ fn honours_seccomp_capabilities_and_cwd() {
         assert_eq!(out.stdout.lines().last(), Some("/tmp"), "{runtime}");
     }
 }
+
+#[test]
+fn log_uris_send_output_to_a_file_or_a_logging_binary() {
+    let Some(ctrd) = containerd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let logger = dir.path().join("logger.sh");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\n{ cat <&3 & cat <&4; wait; } > \"$2\"\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" >> \"$2\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
+    for runtime in RUNTIMES {
+        let short = runtime.rsplit('.').nth(1).unwrap_or("rt");
+        let logged = dir.path().join(format!("{short}-binary.log"));
+        let file_log = dir.path().join(format!("{short}-file.log"));
+        let uris = [
+            (
+                format!("binary://{}?out={}", logger.display(), logged.display()),
+                &logged,
+            ),
+            (format!("file://{}", file_log.display()), &file_log),
+        ];
+        for (i, (uri, log)) in uris.iter().enumerate() {
+            let id = format!("logged-{i}");
+            let out = ctrd.ctr(&[
+                "run",
+                "--rm",
+                "--runtime",
+                runtime,
+                "--log-uri",
+                uri,
+                "--rootfs",
+                &rootfs,
+                &id,
+                "/bin/sh",
+                "-c",
+                "echo to-stdout; echo to-stderr >&2",
+            ]);
+            assert_eq!(
+                out.code,
+                Some(0),
+                "{runtime} {uri}: {out:?}\n{}",
+                ctrd.log()
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // containerd 1.6's runc shim writes only stdout to a file:// log.
+            let needs_stderr = uri.starts_with("binary") || runtime == DIFFKEEPER_RUNTIME;
+            let wanted = |text: &str| {
+                text.contains("to-stdout") && (!needs_stderr || text.contains("to-stderr"))
+            };
+            while !std::fs::read_to_string(log).is_ok_and(|t| wanted(&t))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(wanted(&text), "{runtime} {uri}: {text:?}");
+        }
+    }
+}
