@@ -5,18 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn skip_unless_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    let reason = "diffkeeper record needs root (eBPF, cgroups)";
-    if std::env::var_os("DIFFKEEPER_REQUIRE_E2E").is_some_and(|v| v == "1") {
-        panic!("{reason}, and DIFFKEEPER_REQUIRE_E2E=1 forbids skipping");
-    }
-    eprintln!("SKIP: {reason}");
-    true
-}
-
 fn diffkeeper(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diffkeeper"))
         .args(args)
@@ -31,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn records_a_command_and_reads_it_back() {
-    if skip_unless_root() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -150,7 +138,7 @@ fn records_a_command_and_reads_it_back() {
 
 #[test]
 fn a_killed_command_exits_128_plus_signal() {
-    if skip_unless_root() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +170,7 @@ fn a_killed_command_exits_128_plus_signal() {
 
 #[test]
 fn a_missing_command_is_a_clear_error() {
-    if skip_unless_root() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

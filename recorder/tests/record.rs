@@ -13,19 +13,6 @@ use diffkeeper_store::{
     RecPath, Recorder, RecorderOptions, Recording, RecordingMeta, Subject, TimelineFilter,
 };
 
-/// Skips without root, unless CI demands the e2e tests run.
-fn skip_unless_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    let reason = "recording a process with eBPF needs root";
-    if std::env::var_os("DIFFKEEPER_REQUIRE_E2E").is_some_and(|v| v == "1") {
-        panic!("{reason}, and DIFFKEEPER_REQUIRE_E2E=1 forbids skipping");
-    }
-    eprintln!("SKIP: {reason}");
-    true
-}
-
 /// The sleeps give the recorder time to read a file before the script
 /// renames or deletes it: content is read after the fact, so a file created
 /// and removed within the recorder's lag shows up only as its removal
@@ -51,7 +38,7 @@ exit 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_what_a_real_process_did() {
-    if skip_unless_root() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
         return;
     }
     let out = tempfile::tempdir().unwrap();

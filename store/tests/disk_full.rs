@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use diffkeeper_store::{Error, Moment, Op, RecorderOptions, Recording};
+use diffkeeper_test_support::lacks_root;
 use support::*;
 
 struct Mount(std::path::PathBuf);
@@ -20,7 +21,7 @@ impl Drop for Mount {
 
 #[test]
 fn disk_full_is_reported_and_recovered_as_a_gap() {
-    if skip_unless_root("mounting a small tmpfs") {
+    if lacks_root("mounting a small tmpfs") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,19 +1,10 @@
-//! The project-wide skip convention for end-to-end tests.
-//!
-//! A test that cannot run because the machine lacks a capability prints
-//! `SKIP: <reason>` and returns, unless `DIFFKEEPER_REQUIRE_E2E=1` (set by
-//! CI), in which case it fails.
+//! What the containerd suites need from the machine; the skip rule itself
+//! is `diffkeeper_test_support::skip`.
 
 use std::path::Path;
 use std::process::Command;
 
-/// Reports a skipped test, or panics when end-to-end tests are required.
-pub fn skip(reason: &str) {
-    if std::env::var("DIFFKEEPER_REQUIRE_E2E").is_ok_and(|v| v == "1") {
-        panic!("DIFFKEEPER_REQUIRE_E2E=1 but the test cannot run: {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-}
+pub use diffkeeper_test_support::skip;
 
 /// Why containerd end-to-end tests cannot run here, if they cannot.
 pub fn e2e_unavailable() -> Option<String> {

@@ -14,17 +14,11 @@ pub fn e2e_ready() -> bool {
     let Some(reason) = missing_capability() else {
         return true;
     };
-    skip_or_fail(&reason);
+    skip(&reason);
     false
 }
 
-/// Prints `SKIP: <reason>`, or panics under `DIFFKEEPER_REQUIRE_E2E=1`.
-pub fn skip_or_fail(reason: &str) {
-    if std::env::var("DIFFKEEPER_REQUIRE_E2E").as_deref() == Ok("1") {
-        panic!("DIFFKEEPER_REQUIRE_E2E=1 but {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-}
+pub use diffkeeper_test_support::skip;
 
 fn missing_capability() -> Option<String> {
     // SAFETY: geteuid has no preconditions.

@@ -62,18 +62,3 @@ pub fn write(rec: &mut Recorder, offset_ms: u64, path: &str, data: &[u8]) -> u64
 pub fn at(offset_ms: u64) -> u64 {
     BASE_NS + offset_ms * 1_000_000
 }
-
-/// Skips (returns true after printing why) unless running as root, or
-/// panics when the environment demands the e2e tests run
-/// (`DIFFKEEPER_REQUIRE_E2E=1`, set by CI).
-pub fn skip_unless_root(what: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    let reason = format!("{what} needs root");
-    if std::env::var_os("DIFFKEEPER_REQUIRE_E2E").is_some_and(|v| v == "1") {
-        panic!("{reason}, and DIFFKEEPER_REQUIRE_E2E=1 forbids skipping");
-    }
-    eprintln!("SKIP: {reason}");
-    true
-}
