@@ -50,6 +50,9 @@ pub struct Session {
     dirty: HashMap<RecPath, Dirty>,
     /// Shared writable mappings by (pid, address), for `msync`.
     mappings: HashMap<(u32, u64), RecPath>,
+    /// Exec and exit events held back until the reads reported before them
+    /// are done (see `flush_due`): process churn must not force a read.
+    later: Vec<(u64, Actor, Op)>,
     /// Paths any event touched: a baseline scan reaching them later would
     /// read their changed content, not their starting content.
     touched: HashSet<RecPath>,
@@ -69,6 +72,7 @@ impl Session {
             options,
             dirty: HashMap::new(),
             mappings: HashMap::new(),
+            later: Vec::new(),
             touched: HashSet::new(),
             baseline: BaselineStatus::default(),
             baseline_late: 0,
@@ -176,6 +180,7 @@ impl Session {
         now_ns: u64,
         exit_code: Option<i32>,
     ) -> diffkeeper_store::Result<Status> {
+        self.flush_due();
         let dirty = self.dirty_since(|_| true);
         for path in dirty {
             self.flush(&path, now_ns);
@@ -184,6 +189,7 @@ impl Session {
     }
 
     fn on_gap(&mut self, gap: Gap) {
+        self.flush_due();
         let reason = "the probe's ring buffer was full";
         if let Err(err) = self
             .store
@@ -314,21 +320,16 @@ impl Session {
                 }
             }
             ProbeOp::Exec => {
-                if let Some(path) = &path {
-                    self.flush_if_dirty(path, t);
+                if let Some(path) = path.filter(|p| self.dirty.contains_key(p)) {
+                    self.mark_due(path, t, actor.clone());
                 }
                 let exe = ev.path.as_os_str().as_bytes().to_vec();
-                self.record(t, actor, Op::Exec { path: exe });
+                self.later.push((t, actor, Op::Exec { path: exe }));
             }
             ProbeOp::Exit => {
                 self.mappings.retain(|(pid, _), _| *pid != ev.pid);
-                self.record(
-                    t,
-                    actor,
-                    Op::Exit {
-                        code: exit_code(ev.ret),
-                    },
-                );
+                let code = exit_code(ev.ret);
+                self.later.push((t, actor, Op::Exit { code }));
             }
         }
     }
@@ -435,15 +436,27 @@ impl Session {
     /// Reads every file a close, fsync or msync asked for. The driver calls
     /// this whenever it has caught up with the kernel.
     pub fn flush_due(&mut self) {
-        let mut due: Vec<(RecPath, u64)> = self
+        enum Deferred {
+            Read(RecPath),
+            Process(Actor, Op),
+        }
+        let mut deferred: Vec<(u64, Deferred)> = self
             .dirty
             .iter()
-            .filter_map(|(p, d)| d.due_ns.map(|t| (p.clone(), t)))
+            .filter_map(|(p, d)| d.due_ns.map(|t| (t, Deferred::Read(p.clone()))))
             .collect();
-        // In the order the kernel reported the closes.
-        due.sort_by_key(|(_, t)| *t);
-        for (path, t) in due {
-            self.flush(&path, t);
+        deferred.extend(
+            self.later
+                .drain(..)
+                .map(|(t, actor, op)| (t, Deferred::Process(actor, op))),
+        );
+        // In the order the kernel reported them (stable: ties keep order).
+        deferred.sort_by_key(|(t, _)| *t);
+        for (t, item) in deferred {
+            match item {
+                Deferred::Read(path) => self.flush(&path, t),
+                Deferred::Process(actor, op) => self.record_now(t, actor, op),
+            }
         }
     }
 
@@ -505,7 +518,14 @@ impl Session {
         }
     }
 
+    /// Records a file-system operation, after everything deferred before it
+    /// so the recording keeps the kernel's order.
     fn record(&mut self, t: u64, actor: Actor, op: Op) {
+        self.flush_due();
+        self.record_now(t, actor, op);
+    }
+
+    fn record_now(&mut self, t: u64, actor: Actor, op: Op) {
         self.touched.extend(op.paths().into_iter().cloned());
         if let Err(err) = self.store.record(t, actor, op) {
             tracing::warn!(%err, "event not recorded");

@@ -130,13 +130,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// takes longer than a minute.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("timeout");
-        command
-            .args(["-k", "5", &CTR_TIMEOUT_SECS.to_string(), "ctr", "-a"])
-            .arg(&self.address)
-            .args(["-n", &self.namespace])
-            .args(args)
-            .env("PATH", &self.path_env)
-            .stdin(Stdio::null());
+        command.args(["-k", "5", &CTR_TIMEOUT_SECS.to_string(), "ctr"]);
+        self.ctr_args(&mut command, args);
         command
     }
 
@@ -144,6 +139,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// kills it.
     pub fn ctr_unbounded(&self, args: &[&str]) -> Command {
         let mut command = Command::new("ctr");
+        self.ctr_args(&mut command, args);
+        command
+    }
+
+    /// This containerd's address and namespace, then `args`.
+    fn ctr_args(&self, command: &mut Command, args: &[&str]) {
         command
             .arg("-a")
             .arg(&self.address)
@@ -151,7 +152,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .args(args)
             .env("PATH", &self.path_env)
             .stdin(Stdio::null());
-        command
     }
 
     /// Runs `ctr` with `args` and collects its output.
@@ -173,6 +173,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .env("PATH", &self.path_env)
             .stdin(Stdio::null());
         collect(command)
+    }
+
+    /// `ctr run -d --runtime RUNTIME --rootfs <busybox> ID ARGS...`, which
+    /// must succeed.
+    pub fn run_detached(&self, runtime: &str, id: &str, args: &[&str]) {
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        let mut all = vec!["run", "-d", "--runtime", runtime, "--rootfs", &rootfs, id];
+        all.extend_from_slice(args);
+        self.ctr(&all).expect_ok("ctr run -d");
     }
 
     /// `ctr run --rm --runtime RUNTIME --rootfs <busybox> ID ARGS...`.

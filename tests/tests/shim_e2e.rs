@@ -94,19 +94,7 @@ fn runs_an_imported_oci_image_on_overlayfs() {
 fn exec_into_a_running_container() {
     let Some(ctrd) = containerd() else { return };
     for runtime in RUNTIMES {
-        let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-        ctrd.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--rootfs",
-            &rootfs,
-            "svc",
-            "/bin/sleep",
-            "600",
-        ])
-        .expect_ok("run -d");
+        ctrd.run_detached(runtime, "svc", &["/bin/sleep", "600"]);
         let out = ctrd.ctr(&[
             "task",
             "exec",
@@ -148,18 +136,7 @@ fn terminal_with_run_t_and_exec_t() {
         assert_eq!(out.code, Some(4), "{runtime}: {out:?}\n{}", ctrd.log());
         assert!(out.stdout.contains("on-a-tty"), "{runtime}: {out:?}");
 
-        ctrd.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--rootfs",
-            &rootfs,
-            "svc",
-            "/bin/sleep",
-            "600",
-        ])
-        .expect_ok("run -d");
+        ctrd.run_detached(runtime, "svc", &["/bin/sleep", "600"]);
         let out = ctrd.ctr_with_tty(&[
             "task",
             "exec",
@@ -185,21 +162,7 @@ fn ten_parallel_containers_leave_nothing_behind() {
         thread::scope(|scope| {
             for id in &ids {
                 let ctrd = &ctrd;
-                scope.spawn(move || {
-                    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-                    ctrd.ctr(&[
-                        "run",
-                        "-d",
-                        "--runtime",
-                        runtime,
-                        "--rootfs",
-                        &rootfs,
-                        id,
-                        "/bin/sleep",
-                        "600",
-                    ])
-                    .expect_ok("run -d");
-                });
+                scope.spawn(move || ctrd.run_detached(runtime, id, &["/bin/sleep", "600"]));
             }
         });
         let tasks = ctrd.tasks();
@@ -358,19 +321,7 @@ fn publishes_task_events_in_containerds_order() {
             .spawn()
             .unwrap();
         thread::sleep(Duration::from_millis(300));
-        let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-        ctrd.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--rootfs",
-            &rootfs,
-            "ev",
-            "/bin/sleep",
-            "600",
-        ])
-        .expect_ok("run -d");
+        ctrd.run_detached(runtime, "ev", &["/bin/sleep", "600"]);
         ctrd.ctr(&["task", "exec", "--exec-id", "x1", "ev", "/bin/true"])
             .expect_ok("exec");
         ctrd.remove("ev");
