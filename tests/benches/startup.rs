@@ -20,7 +20,6 @@ fn main() {
         return;
     }
     let ctrd = Containerd::start().expect("start containerd");
-    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
 
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for round in 0..WARMUP + RUNS {
@@ -28,16 +27,7 @@ fn main() {
         for (slot, runtime) in RUNTIMES.iter().enumerate() {
             let id = format!("b{slot}-{round}");
             let started = Instant::now();
-            let out = ctrd.ctr(&[
-                "run",
-                "--rm",
-                "--runtime",
-                runtime,
-                "--rootfs",
-                &rootfs,
-                &id,
-                "/bin/true",
-            ]);
+            let out = ctrd.run_rootfs(runtime, &id, &["/bin/true"]);
             let took = started.elapsed();
             assert!(out.success(), "{runtime}: {out:?}");
             if round >= WARMUP {
@@ -47,7 +37,7 @@ fn main() {
     }
     let [ours, runc] = samples.map(median);
 
-    let rss = RUNTIMES.map(|runtime| shim_rss_per_container(&ctrd, runtime, &rootfs));
+    let rss = RUNTIMES.map(|runtime| shim_rss_per_container(&ctrd, runtime));
 
     println!();
     println!("| metric | {DIFFKEEPER_RUNTIME} | {RUNC_RUNTIME} | ratio |");
@@ -77,21 +67,10 @@ fn ms(d: Duration) -> f64 {
 
 /// Starts `RESIDENT` sleeping containers and returns the shims' resident
 /// memory divided by the number of containers (MiB).
-fn shim_rss_per_container(ctrd: &Containerd, runtime: &str, rootfs: &str) -> f64 {
+fn shim_rss_per_container(ctrd: &Containerd, runtime: &str) -> f64 {
     let ids: Vec<String> = (0..RESIDENT).map(|i| format!("rss-{i}")).collect();
     for id in &ids {
-        let out = ctrd.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--rootfs",
-            rootfs,
-            id,
-            "/bin/sleep",
-            "600",
-        ]);
-        assert!(out.success(), "{runtime}: {out:?}");
+        ctrd.run_detached(runtime, id, &["/bin/sleep", "600"]);
     }
     std::thread::sleep(Duration::from_millis(500));
     let kib: u64 = leaks::shims_of(&ctrd.address)
