@@ -25,6 +25,9 @@ pub async fn run(
     mut baseline: Option<Receiver<BaselineItem>>,
     stop: impl Future<Output = ()>,
 ) -> Session {
+    if baseline.is_some() {
+        session.begin_baseline();
+    }
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

@@ -1,51 +1,35 @@
 //! Which paths are recorded.
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use diffkeeper_store::{PathGlobs, RecPath};
 
-use diffkeeper_store::RecPath;
-
-/// Include and exclude globs over recorded paths (`*` stays within a
-/// directory, `**` crosses `/`). A path is recorded when it matches an
-/// include glob and no exclude glob.
+/// Include and exclude globs over recorded paths (see [`PathGlobs`]). A
+/// path is recorded when it matches an include glob and no exclude glob.
 #[derive(Clone, Debug)]
 pub struct PathFilter {
-    include: GlobSet,
-    exclude: GlobSet,
+    include: PathGlobs,
+    exclude: PathGlobs,
 }
 
 impl PathFilter {
-    pub fn new<S: AsRef<str>>(include: &[S], exclude: &[S]) -> Result<PathFilter, globset::Error> {
+    pub fn new<S: AsRef<str>>(
+        include: &[S],
+        exclude: &[S],
+    ) -> diffkeeper_store::Result<PathFilter> {
         Ok(PathFilter {
-            include: set(include)?,
-            exclude: set(exclude)?,
+            include: PathGlobs::new(include)?,
+            exclude: PathGlobs::new(exclude)?,
         })
     }
 
     /// Whether `path` (a directory) is excluded, so nothing below it can be
     /// recorded and a scan need not enter it.
     pub fn excludes(&self, path: &RecPath) -> bool {
-        self.exclude.is_match(path.to_string_lossy())
+        self.exclude.matches(path)
     }
 
     pub fn accepts(&self, path: &RecPath) -> bool {
-        let text = path.to_string_lossy();
-        self.include.is_match(&text) && !self.exclude.is_match(&text)
+        self.include.matches(path) && !self.exclude.matches(path)
     }
-}
-
-fn set<S: AsRef<str>>(globs: &[S]) -> Result<GlobSet, globset::Error> {
-    let mut builder = GlobSetBuilder::new();
-    for glob in globs {
-        // `/dir/**` should also match `/dir` itself.
-        let pattern = glob.as_ref();
-        builder.add(GlobBuilder::new(pattern).literal_separator(true).build()?);
-        if let Some(dir) = pattern.strip_suffix("/**") {
-            if !dir.is_empty() {
-                builder.add(GlobBuilder::new(dir).literal_separator(true).build()?);
-            }
-        }
-    }
-    builder.build()
 }
 
 #[cfg(test)]

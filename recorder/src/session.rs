@@ -53,9 +53,12 @@ pub struct Session {
     /// Exec and exit events held back until the reads reported before them
     /// are done (see `flush_due`): process churn must not force a read.
     later: Vec<(u64, Actor, Op)>,
-    /// Paths any event touched: a baseline scan reaching them later would
-    /// read their changed content, not their starting content.
-    touched: HashSet<RecPath>,
+    /// While a baseline scan runs: paths any event touched, whose scan
+    /// would read changed content, not starting content. `None` otherwise,
+    /// so the event path pays nothing for it.
+    touched: Option<HashSet<RecPath>>,
+    /// Set when something may be due; lets `flush_due` return at once.
+    maybe_due: bool,
     baseline: BaselineStatus,
     baseline_late: u64,
 }
@@ -73,10 +76,17 @@ impl Session {
             dirty: HashMap::new(),
             mappings: HashMap::new(),
             later: Vec::new(),
-            touched: HashSet::new(),
+            touched: None,
+            maybe_due: false,
             baseline: BaselineStatus::default(),
             baseline_late: 0,
         }
+    }
+
+    /// A baseline scan is starting: from now until it is done, note which
+    /// paths events touch (see [`Session::add_baseline`]).
+    pub fn begin_baseline(&mut self) {
+        self.touched.get_or_insert_with(HashSet::new);
     }
 
     /// Adds what the baseline scan found (see [`crate::BaselineScan`]).
@@ -90,6 +100,7 @@ impl Session {
                 gid,
             } => (path, kind, mode, uid, gid),
             BaselineItem::Done { entries, note } => {
+                self.touched = None;
                 let mut notes: Vec<String> = note.into_iter().collect();
                 if self.baseline_late > 0 {
                     notes.push(format!(
@@ -107,8 +118,9 @@ impl Session {
                 return;
             }
         };
+        let touched = self.touched.as_ref();
         let mut ancestors = std::iter::successors(Some(path.clone()), RecPath::parent);
-        if ancestors.any(|p| self.touched.contains(&p)) {
+        if ancestors.any(|p| touched.is_some_and(|t| t.contains(&p))) {
             self.baseline_late += 1;
             return;
         }
@@ -365,7 +377,7 @@ impl Session {
                     },
                 );
                 for (path, dirty) in moved {
-                    let rebased = rebase(&path, &from, &to);
+                    let rebased = path.rebased(&from, &to);
                     self.dirty.insert(rebased, dirty);
                 }
                 if was_dirty {
@@ -404,12 +416,20 @@ impl Session {
     }
 
     fn mark_dirty(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.touched.insert(path.clone());
-        self.dirty.entry(path).or_insert(Dirty {
-            since_ns: t,
-            actor,
-            due_ns: None,
-        });
+        if self.dirty.contains_key(&path) {
+            return; // the common case: another write to a dirty file
+        }
+        if let Some(touched) = &mut self.touched {
+            touched.insert(path.clone());
+        }
+        self.dirty.insert(
+            path,
+            Dirty {
+                since_ns: t,
+                actor,
+                due_ns: None,
+            },
+        );
     }
 
     /// Dirty paths matching `which`, oldest first, so versions are recorded
@@ -430,12 +450,17 @@ impl Session {
         self.mark_dirty(path.clone(), t, actor);
         if let Some(dirty) = self.dirty.get_mut(&path) {
             dirty.due_ns = Some(t);
+            self.maybe_due = true;
         }
     }
 
     /// Reads every file a close, fsync or msync asked for. The driver calls
     /// this whenever it has caught up with the kernel.
     pub fn flush_due(&mut self) {
+        if !self.maybe_due && self.later.is_empty() {
+            return;
+        }
+        self.maybe_due = false;
         enum Deferred {
             Read(RecPath),
             Process(Actor, Op),
@@ -526,7 +551,9 @@ impl Session {
     }
 
     fn record_now(&mut self, t: u64, actor: Actor, op: Op) {
-        self.touched.extend(op.paths().into_iter().cloned());
+        if let Some(touched) = &mut self.touched {
+            touched.extend(op.paths().into_iter().cloned());
+        }
         if let Err(err) = self.store.record(t, actor, op) {
             tracing::warn!(%err, "event not recorded");
         }
@@ -540,10 +567,4 @@ fn exit_code(wait_status: i64) -> i32 {
         0 => (status >> 8) & 0xff,
         signal => 128 + signal,
     }
-}
-
-fn rebase(path: &RecPath, from: &RecPath, to: &RecPath) -> RecPath {
-    let mut bytes = to.as_bytes().to_vec();
-    bytes.extend_from_slice(&path.as_bytes()[from.as_bytes().len()..]);
-    RecPath::new(bytes).expect("a valid path rebased onto a valid path is valid")
 }

@@ -30,7 +30,7 @@ pub use export::{ExportOptions, ExportProgress, ExportReport};
 pub use meta::{
     BaselineMode, BaselineStatus, Capture, RecordingMeta, RecordingState, Status, Subject,
 };
-pub use path::{RecPath, MAX_PATH_LEN};
+pub use path::{PathGlobs, RecPath, MAX_PATH_LEN};
 pub use recorder::{monotonic_now_ns, unix_now_ns, Recorder, RecorderOptions};
 pub use recording::{diff_states, Change, Recording, Snapshot, TimelineFilter};
 pub use state::{FsState, Node, NodeKind, DEFAULT_FILE_MODE};

@@ -3,7 +3,12 @@
 //! root; record-mode paths are host paths). Bytes, not `str`, because Linux
 //! file names need not be UTF-8.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,9 +78,14 @@ impl RecPath {
         self.0.len() > dir.0.len() && self.0.starts_with(&dir.0) && self.0[dir.0.len()] == b'/'
     }
 
+    /// The path as a `Path`, without copying (for glob matching and joins).
+    pub fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
     /// `self` with the prefix `from` replaced by `to` (for directory renames).
     /// Caller guarantees `self == from` or `self.is_within(from)`.
-    pub(crate) fn rebased(&self, from: &RecPath, to: &RecPath) -> RecPath {
+    pub fn rebased(&self, from: &RecPath, to: &RecPath) -> RecPath {
         let mut bytes = to.0.clone();
         bytes.extend_from_slice(&self.0[from.0.len()..]);
         RecPath(bytes)
@@ -84,6 +94,44 @@ impl RecPath {
     /// Lossy text for display and glob matching.
     pub fn to_string_lossy(&self) -> String {
         String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+/// A set of path globs as users write them: `*` stays within a directory,
+/// `**` crosses `/`, and `/dir/**` also matches `/dir` itself.
+#[derive(Clone, Debug)]
+pub struct PathGlobs(GlobSet);
+
+impl PathGlobs {
+    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<PathGlobs> {
+        let mut builder = GlobSetBuilder::new();
+        for glob in globs {
+            let pattern = glob.as_ref();
+            let dir = pattern.strip_suffix("/**").filter(|d| !d.is_empty());
+            for p in std::iter::once(pattern).chain(dir) {
+                let built = GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|source| Error::InvalidGlob {
+                        pattern: pattern.to_string(),
+                        source,
+                    })?;
+                builder.add(built);
+            }
+        }
+        let set = builder.build().map_err(|source| Error::InvalidGlob {
+            pattern: globs
+                .iter()
+                .map(|g| g.as_ref())
+                .collect::<Vec<_>>()
+                .join(","),
+            source,
+        })?;
+        Ok(PathGlobs(set))
+    }
+
+    pub fn matches(&self, path: &RecPath) -> bool {
+        self.0.is_match(path.as_path())
     }
 }
 

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{GlobSet, GlobSetBuilder};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::content::{ContentReader, ContentRef, Fault};
@@ -12,7 +11,7 @@ use crate::error::{contained, Error, Result};
 use crate::event::{Event, Op, OpKind};
 use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PACKS, PIECES};
 use crate::meta::{RecordingMeta, RecordingState, Status};
-use crate::path::RecPath;
+use crate::path::{PathGlobs, RecPath};
 use crate::state::{FsState, Node, NodeKind};
 use crate::time::{format_offset, Moment, TimeSpec};
 
@@ -46,7 +45,7 @@ pub struct Snapshot {
 /// always returned, whatever the other filters: a reader must see them.
 #[derive(Clone, Debug, Default)]
 pub struct TimelineFilter {
-    paths: Option<GlobSet>,
+    paths: Option<PathGlobs>,
     pid: Option<u32>,
     ops: Vec<OpKind>,
     since: Option<Moment>,
@@ -81,29 +80,9 @@ impl TimelineFilter {
     /// Restricts to events touching a path matching any of these globs
     /// (`*` does not cross `/`; `**` does).
     pub fn with_path_globs<S: AsRef<str>>(mut self, globs: &[S]) -> Result<Self> {
-        if globs.is_empty() {
-            return Ok(self);
+        if !globs.is_empty() {
+            self.paths = Some(PathGlobs::new(globs)?);
         }
-        let mut builder = GlobSetBuilder::new();
-        for g in globs {
-            let glob = globset::GlobBuilder::new(g.as_ref())
-                .literal_separator(true)
-                .build()
-                .map_err(|source| Error::InvalidGlob {
-                    pattern: g.as_ref().to_string(),
-                    source,
-                })?;
-            builder.add(glob);
-        }
-        let set = builder.build().map_err(|source| Error::InvalidGlob {
-            pattern: globs
-                .iter()
-                .map(|g| g.as_ref())
-                .collect::<Vec<_>>()
-                .join(","),
-            source,
-        })?;
-        self.paths = Some(set);
         Ok(self)
     }
 
@@ -133,7 +112,7 @@ impl TimelineFilter {
         }
         if let Some(globs) = &self.paths {
             let paths = event.op.paths();
-            if !paths.iter().any(|p| globs.is_match(p.to_string_lossy())) {
+            if !paths.iter().any(|p| globs.matches(p)) {
                 return false;
             }
         }

@@ -154,13 +154,14 @@ async fn forward_signals(pid: u32) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     loop {
-        let signo = tokio::select! {
+        let signal = tokio::select! {
             _ = interrupt.recv() => continue,
-            _ = terminate.recv() => libc::SIGTERM,
-            _ = hangup.recv() => libc::SIGHUP,
+            _ = terminate.recv() => rustix::process::Signal::TERM,
+            _ = hangup.recv() => rustix::process::Signal::HUP,
         };
-        // SAFETY: kill has no memory effects; pid is our own child.
-        unsafe { libc::kill(pid as libc::pid_t, signo) };
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
     }
 }
 
