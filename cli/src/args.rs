@@ -9,14 +9,18 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "diffkeeper", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Where the shim keeps finished recordings.
+    /// Where the shim keeps recordings [default: the node config's
+    /// recordings-root, /var/lib/diffkeeper/recordings unless set].
+    #[arg(long, global = true, env = "DIFFKEEPER_ROOT")]
+    pub root: Option<PathBuf>,
+    /// The node config file (recordings root, retention).
     #[arg(
         long,
         global = true,
-        env = "DIFFKEEPER_ROOT",
-        default_value = "/var/lib/diffkeeper/recordings"
+        env = diffkeeper_runtime_config::CONFIG_ENV,
+        default_value = diffkeeper_runtime_config::DEFAULT_CONFIG_PATH
     )]
-    pub root: PathBuf,
+    pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -114,8 +118,8 @@ pub enum Command {
     /// Run a command and record every file change it and its children make
     /// (a fresh cgroup under the eBPF probe); exits with the command's code.
     Record(RecordArgs),
-    /// Delete old recordings under --root (by default as the node config's
-    /// retention says).
+    /// Delete old recordings under --root (by default as the --config
+    /// file's retention says).
     Gc(GcArgs),
 }
 
@@ -171,13 +175,10 @@ pub struct GcArgs {
     /// Delete recordings older than this (e.g. 7d, 12h).
     #[arg(long, value_parser = diffkeeper_runtime_config::parse_duration)]
     pub older_than: Option<std::time::Duration>,
-    /// Delete the oldest recordings until all together take at most this
-    /// many bytes (e.g. 500Mi, 10Gi).
+    /// Delete a container's oldest recordings until its recordings take at
+    /// most this many bytes (e.g. 500Mi, 10Gi).
     #[arg(long, value_parser = diffkeeper_runtime_config::parse_size)]
     pub max_bytes: Option<u64>,
-    /// With no rule given, apply the retention of this node config file.
-    #[arg(long, default_value = diffkeeper_runtime_config::DEFAULT_CONFIG_PATH)]
-    pub config: std::path::PathBuf,
     /// Show what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,

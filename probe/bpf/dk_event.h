@@ -11,7 +11,7 @@
 #ifndef DK_EVENT_H
 #define DK_EVENT_H
 
-#define DK_EVENT_VERSION 1
+#define DK_EVENT_VERSION 2
 
 /* Longest path (in bytes, no NUL) a record carries; longer ones are cut and flagged. */
 #define DK_PATH_MAX 4096
@@ -78,6 +78,8 @@ struct dk_event {
 	__u16 path_len;     /* bytes of the first path */
 	__u16 path2_len;    /* bytes of the second path (rename/link/symlink/exec) */
 	__u32 syscall_nr;   /* x86-64 syscall number, (u32)-1 for sched events */
+	__u32 ns_pid;       /* thread-group id in the task's own pid namespace */
+	__u32 ns_tid;       /* thread id in the task's own pid namespace */
 };
 
 /*
@@ -108,7 +110,7 @@ struct dk_drops {
 #define DK_ASSERT_OFFSET(type, field, off) \
 	_Static_assert(__builtin_offsetof(struct type, field) == (off), #type "." #field)
 
-_Static_assert(sizeof(struct dk_event) == 104, "dk_event size");
+_Static_assert(sizeof(struct dk_event) == 112, "dk_event size");
 DK_ASSERT_OFFSET(dk_event, ts_ns, 8);
 DK_ASSERT_OFFSET(dk_event, cgroup_id, 16);
 DK_ASSERT_OFFSET(dk_event, pid, 24);
@@ -123,6 +125,8 @@ DK_ASSERT_OFFSET(dk_event, comm, 80);
 DK_ASSERT_OFFSET(dk_event, path_len, 96);
 DK_ASSERT_OFFSET(dk_event, path2_len, 98);
 DK_ASSERT_OFFSET(dk_event, syscall_nr, 100);
+DK_ASSERT_OFFSET(dk_event, ns_pid, 104);
+DK_ASSERT_OFFSET(dk_event, ns_tid, 108);
 _Static_assert(sizeof(struct dk_gap) == 40, "dk_gap size");
 DK_ASSERT_OFFSET(dk_gap, dropped_total, 8);
 DK_ASSERT_OFFSET(dk_gap, first_ns, 16);

@@ -160,8 +160,25 @@ static __always_inline struct dk_scratch *scratch(void)
 	return bpf_map_lookup_elem(&dk_scratch, &zero);
 }
 
+/*
+ * The number a struct pid has in the innermost pid namespace that sees it: the
+ * pid a container's own tools show. numbers[] is indexed by namespace level.
+ */
+static __always_inline __u32 pid_nr_in_own_ns(struct pid *pid)
+{
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid = {};
+
+	bpf_probe_read_kernel(&upid, sizeof(upid),
+			      (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+				      (__u64)(level & 31) * bpf_core_type_size(struct upid));
+	return upid.nr;
+}
+
 static __always_inline void begin_event(struct dk_event *ev, __u16 op, __u64 cgroup_id, __u32 nr)
 {
+	struct task_struct *task = current_task();
+
 	__u64 id = bpf_get_current_pid_tgid();
 
 	ev->version = DK_EVENT_VERSION;
@@ -172,6 +189,8 @@ static __always_inline void begin_event(struct dk_event *ev, __u16 op, __u64 cgr
 	ev->cgroup_id = cgroup_id;
 	ev->pid = id >> 32;
 	ev->tid = (__u32)id;
+	ev->ns_pid = pid_nr_in_own_ns(BPF_CORE_READ(task, group_leader, thread_pid));
+	ev->ns_tid = pid_nr_in_own_ns(BPF_CORE_READ(task, thread_pid));
 	ev->ret = 0;
 	ev->fd = -1;
 	ev->mode = 0;

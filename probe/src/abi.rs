@@ -5,7 +5,7 @@
 use std::mem::{offset_of, size_of};
 
 /// Version of [`RawEvent`] and [`RawGap`]; `DK_EVENT_VERSION` in C.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
 
 pub const KIND_EVENT: u16 = 1;
 pub const KIND_GAP: u16 = 2;
@@ -41,6 +41,8 @@ pub struct RawEvent {
     pub path_len: u16,
     pub path2_len: u16,
     pub syscall_nr: u32,
+    pub ns_pid: u32,
+    pub ns_tid: u32,
 }
 
 /// `struct dk_gap`: losses the kernel reports in-band.
@@ -77,7 +79,7 @@ unsafe impl aya::Pod for RawGap {}
 unsafe impl aya::Pod for RawDrops {}
 
 const _: () = {
-    assert!(size_of::<RawEvent>() == 104);
+    assert!(size_of::<RawEvent>() == 112);
     assert!(offset_of!(RawEvent, ts_ns) == 8);
     assert!(offset_of!(RawEvent, cgroup_id) == 16);
     assert!(offset_of!(RawEvent, pid) == 24);
@@ -92,6 +94,8 @@ const _: () = {
     assert!(offset_of!(RawEvent, path_len) == 96);
     assert!(offset_of!(RawEvent, path2_len) == 98);
     assert!(offset_of!(RawEvent, syscall_nr) == 100);
+    assert!(offset_of!(RawEvent, ns_pid) == 104);
+    assert!(offset_of!(RawEvent, ns_tid) == 108);
     assert!(size_of::<RawGap>() == 40);
     assert!(offset_of!(RawGap, dropped_total) == 8);
     assert!(offset_of!(RawGap, first_ns) == 16);

@@ -118,6 +118,10 @@ pub struct Event {
     pub pid: u32,
     /// Host thread id.
     pub tid: u32,
+    /// Process id in the task's own pid namespace (a container's pid 1 is 1).
+    pub ns_pid: u32,
+    /// Thread id in the task's own pid namespace.
+    pub ns_tid: u32,
     pub comm: Vec<u8>,
     pub op: Op,
     /// Absolute path relative to the task's root (the container's rootfs),
@@ -211,6 +215,8 @@ fn event(raw: &RawEvent, path: &[u8], path2: &[u8]) -> Result<Event, DecodeError
         cgroup_id: raw.cgroup_id,
         pid: raw.pid,
         tid: raw.tid,
+        ns_pid: raw.ns_pid,
+        ns_tid: raw.ns_tid,
         comm: raw.comm[..comm_len].to_vec(),
         op,
         path: if path.is_empty() {

@@ -11,19 +11,34 @@
 //! - [`BaselineScan`] reads the starting tree on its own thread, so the
 //!   workload's start is never delayed; entries a workload changed before
 //!   the scan reached them are left out (their start state is unknown).
+//! - [`Archive`] is the recordings root: where finished recordings are
+//!   kept and which of them retention deletes.
 //! - [`run`] drives a session from a probe [`Watch`](diffkeeper_probe::Watch)
 //!   until told to stop, then drains what the kernel already reported.
 //!
 //! docs/recording.md says what consistency a recorded version has.
 
+mod archive;
 mod baseline;
 mod driver;
 mod filter;
 mod root;
 mod session;
 
+pub use archive::{
+    create_private_dir, recording_file_name, recordings_in, Archive, ArchiveError, Archived,
+};
 pub use baseline::{BaselineItem, BaselineScan, EntryKind};
 pub use driver::run;
 pub use filter::PathFilter;
 pub use root::{RootView, Snapshot};
 pub use session::{Session, SessionOptions};
+
+/// What a recording made with the eBPF probe cannot see (docs/probe.md,
+/// docs/recording.md); kept in each recording's metadata and shown by
+/// `diffkeeper timeline`.
+pub const EBPF_LIMITS: &[&str] = &[
+    "writes through io_uring",
+    "stores through a shared mapping until msync, close or the debounce",
+    "a file created and removed faster than the recorder can read it (only the removal)",
+];

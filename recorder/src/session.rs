@@ -224,8 +224,8 @@ impl Session {
             self.started = true;
         }
         let actor = Actor::Process {
-            pid: ev.pid,
-            tid: ev.tid,
+            pid: ev.ns_pid,
+            tid: ev.ns_tid,
             comm: String::from_utf8_lossy(&ev.comm).into_owned(),
         };
         let t = ev.ts_ns;

@@ -2,7 +2,7 @@
 //!
 //! 1. built-in defaults ([`Config::default`]);
 //! 2. the node file, `/etc/diffkeeper/config.toml` ([`NodeConfig::load`]),
-//!    or the file containerd's runtime options name (`ConfigPath`);
+//!    or the file `$DIFFKEEPER_CONFIG` names;
 //! 3. per-container annotations `io.diffkeeper.<key>`
 //!    ([`NodeConfig::for_container`]), which Kubernetes users set on pods.
 //!
@@ -17,7 +17,9 @@ mod settings;
 mod units;
 
 pub use error::{ConfigError, Origin};
-pub use node::{InvalidAnnotations, NodeConfig, Resolved, ANNOTATION_PREFIX, DEFAULT_CONFIG_PATH};
+pub use node::{
+    InvalidAnnotations, NodeConfig, Resolved, ANNOTATION_PREFIX, CONFIG_ENV, DEFAULT_CONFIG_PATH,
+};
 pub use settings::{
     settings, BaselineMode, Config, FailurePolicy, Retention, Setting, DEFAULT_RECORDINGS_ROOT,
 };

@@ -7,6 +7,9 @@ use crate::error::{ConfigError, Origin};
 use crate::settings::{settings, Config, Raw, Setting};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diffkeeper/config.toml";
+/// Environment variable naming another node file (the shim inherits
+/// containerd's environment; the CLI reads it too).
+pub const CONFIG_ENV: &str = "DIFFKEEPER_CONFIG";
 pub const ANNOTATION_PREFIX: &str = "io.diffkeeper.";
 /// File-only key choosing what a bad annotation does.
 const INVALID_ANNOTATIONS_KEY: &str = "invalid-annotations";
@@ -38,6 +41,14 @@ pub struct Resolved {
 }
 
 impl NodeConfig {
+    /// The node file to read: `$DIFFKEEPER_CONFIG`, else the default path.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os(CONFIG_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
     /// Reads the node file; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         match std::fs::read_to_string(path) {

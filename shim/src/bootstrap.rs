@@ -23,13 +23,14 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::create_task;
 use containerd_shim_protos::ttrpc::r#async::transport::Listener;
 use containerd_shim_protos::ttrpc::r#async::Server;
+use diffkeeper_runtime_config::NodeConfig;
 
 use crate::cgroup::{ContainerCgroup, Layout};
 use crate::error::{Error, Result};
 use crate::events::RemoteEvents;
 use crate::helper::{self, Helper, HELPER_ARG};
-use crate::observer::NoopObserver;
 use crate::reaper::Reaper;
+use crate::recording::{self, FlightRecorder};
 use crate::service::{self, TaskService, RUNTIME_DIR};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
@@ -136,6 +137,12 @@ fn delete(flags: &Flags) -> Result<()> {
     if let Err(err) = helper::delete_state(&libcontainer_root(&flags.namespace), &flags.id) {
         eprintln!("delete {}: {err}", flags.id);
     }
+    recording::rescue(
+        &NodeConfig::default_path(),
+        &flags.namespace,
+        &flags.id,
+        &bundle,
+    );
     let rootfs = bundle.join("rootfs");
     if service::is_mount_point(&rootfs) {
         service::unmount_rootfs(&rootfs);
@@ -190,7 +197,7 @@ async fn serve_async(flags: &Flags) -> Result<()> {
         &flags.namespace,
         helper,
         reaper,
-        NoopObserver,
+        FlightRecorder::new(NodeConfig::default_path()),
         RemoteEvents::new(publisher, flags.namespace.as_str()),
         exit.clone(),
     )?;

@@ -1,10 +1,11 @@
 //! `containerd-shim-diffkeeper-v1`: the containerd runtime
 //! `io.containerd.diffkeeper.v1`, running containers with youki's
-//! libcontainer and giving each one a cgroup v2 directory a recorder can
-//! filter on ([`ContainerObserver`]).
+//! libcontainer and recording each one ([`FlightRecorder`], a
+//! [`ContainerObserver`] told about every container's lifecycle).
 //!
 //! Layout: [`bootstrap`](crate::bootstrap) (command line, both task API
-//! versions), `service` (the task API), `instance` (containers and their
+//! versions), `service` (the task API), `recording` (the recorder thread
+//! of each container, the move to the recordings root), `instance` (containers and their
 //! processes), `helper` (the single-threaded process libcontainer runs
 //! in), `reaper`, `stdio`, `logging` (containerd's log URIs), `events`,
 //! `cgroup`, `spec` and `error`.
@@ -18,6 +19,7 @@ mod instance;
 mod logging;
 mod observer;
 mod reaper;
+mod recording;
 mod service;
 mod spec;
 mod stdio;
@@ -26,4 +28,5 @@ pub use bootstrap::main;
 pub use error::{Error, Result};
 pub use events::{EventSink, RemoteEvents};
 pub use observer::{ContainerInfo, ContainerObserver, ExitInfo, NoopObserver, ObserverError};
+pub use recording::FlightRecorder;
 pub use service::TaskService;

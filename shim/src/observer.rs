@@ -45,26 +45,36 @@ pub struct ExitInfo {
 
 /// Receives the lifecycle of every container the shim runs.
 ///
-/// Implementations must be quick: `before_start` delays the container's
-/// start, and both run on the shim's async runtime.
+/// The methods run on the shim's (single-threaded) async runtime: heavy
+/// work belongs on threads of the observer's own. `before_start` delays
+/// the container's start and `after_exit` the exit containerd sees.
+#[async_trait::async_trait]
 pub trait ContainerObserver: Send + Sync + 'static {
     /// Called once the container's cgroup exists and before its workload
     /// runs. An error fails `Create` and the container is torn down.
-    fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError>;
+    async fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError>;
 
     /// Called once the init process has exited and been reaped, before
     /// containerd sees the exit.
-    fn after_exit(&self, info: &ContainerInfo, exit: ExitInfo);
+    async fn after_exit(&self, info: &ContainerInfo, exit: ExitInfo);
+
+    /// Called on `Delete`, before the rootfs is unmounted and containerd
+    /// removes the bundle. Also called for a container that never started.
+    async fn on_delete(&self, info: &ContainerInfo);
 }
 
-/// The observer used until recording is wired in: does nothing.
+/// An observer that does nothing (shim tests, and recording switched off
+/// for the whole shim).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoopObserver;
 
+#[async_trait::async_trait]
 impl ContainerObserver for NoopObserver {
-    fn before_start(&self, _info: &ContainerInfo) -> Result<(), ObserverError> {
+    async fn before_start(&self, _info: &ContainerInfo) -> Result<(), ObserverError> {
         Ok(())
     }
 
-    fn after_exit(&self, _info: &ContainerInfo, _exit: ExitInfo) {}
+    async fn after_exit(&self, _info: &ContainerInfo, _exit: ExitInfo) {}
+
+    async fn on_delete(&self, _info: &ContainerInfo) {}
 }

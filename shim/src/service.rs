@@ -221,12 +221,15 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             init_pid: built.pid,
             annotations: built.spec.annotations,
         };
-        if let Err(err) = self.observer.before_start(&info) {
+        if let Err(err) = self.observer.before_start(&info).await {
             return Err((Error::Observer(err.to_string()), Some(cgroup)));
         }
         let io = match pending.finish().await {
             Ok(io) => io,
-            Err(err) => return Err((err, Some(cgroup))),
+            Err(err) => {
+                self.observer.on_delete(&info).await;
+                return Err((err, Some(cgroup)));
+            }
         };
         let process = Arc::new(Process::new("", built.stdio, None));
         Ok((Instance::new(info, cgroup, built.mounted, process), io))
@@ -272,7 +275,9 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
                 at: SystemTime::now(),
             };
             if let Some(info) = &info {
-                observer.after_exit(info, ExitInfo { exit_status: code });
+                observer
+                    .after_exit(info, ExitInfo { exit_status: code })
+                    .await;
             }
             let io = process.state().io.take();
             if let Some(mut io) = io {
@@ -430,6 +435,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             }
         }
         init.state().io = None;
+        self.observer.on_delete(&instance.info).await;
         self.teardown(
             &req.id,
             &instance.info.bundle,

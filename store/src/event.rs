@@ -19,7 +19,8 @@ pub struct Event {
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
-    /// A process of the recorded workload (host pid/tid as the kernel saw them).
+    /// A process of the recorded workload, with its pid and tid as the
+    /// workload sees them (in its own pid namespace: a container's init is 1).
     Process { pid: u32, tid: u32, comm: String },
     /// The recorder itself: a gap it noticed, or state a rescan found.
     Recorder,

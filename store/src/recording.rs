@@ -244,8 +244,8 @@ impl Recording {
     }
 
     /// Turns a user's time into a moment of this recording. Refuses times
-    /// before the start, event numbers not recorded, and times after the end
-    /// of a finished recording.
+    /// before the start and event numbers not recorded; times after the end
+    /// of a finished recording are its end.
     pub fn resolve(&self, spec: &TimeSpec) -> Result<Moment> {
         let out_of_range = |reason: String| Error::TimeOutOfRange {
             input: spec.to_string(),
@@ -283,13 +283,18 @@ impl Recording {
                 base.saturating_add((*ns - self.meta.started_unix_ns) as u64)
             }
         };
-        if let Some(end) = end_ns {
-            if until_ns > end {
-                return Err(out_of_range(format!(
-                    "the recording ended at {}",
+        // Nothing changes after a finished recording's end: a later time
+        // is its final state (a crash is often asked about "at 5s" when the
+        // container died at 4.2s), and the label says so.
+        if let Some(end) = end_ns.filter(|end| until_ns > *end) {
+            return Ok(Moment {
+                until_ns: Some(end),
+                until_seq: None,
+                label: format!(
+                    "{spec} (after the end at {}: the final state)",
                     format_offset(Duration::from_nanos(end - base))
-                )));
-            }
+                ),
+            });
         }
         Ok(Moment {
             until_ns: Some(until_ns),

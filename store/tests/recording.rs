@@ -118,7 +118,7 @@ fn timeline_state_cat_and_diff() {
 }
 
 #[test]
-fn times_outside_a_finished_recording_are_refused() {
+fn times_outside_a_finished_recording_are_refused_or_clamped() {
     let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     write(&mut rec, 10, "/a", b"x");
@@ -132,8 +132,14 @@ fn times_outside_a_finished_recording_are_refused() {
         .to_string();
     assert!(err.contains("before the recording started"), "{err}");
     // The test metadata says the recording started in 2023; it ended now.
-    let err = recording.moment("100000d").unwrap_err().to_string();
-    assert!(err.contains("ended at"), "{err}");
+    let after = recording.moment("100000d").unwrap();
+    assert!(after.to_string().contains("the final state"), "{after}");
+    let state = recording.state_at(&after).unwrap();
+    let latest = recording
+        .state_at(&recording.moment("latest").unwrap())
+        .unwrap();
+    assert_eq!(state.state, latest.state);
+    assert_eq!(state.events_applied, 1);
     let err = "yesterday".parse::<TimeSpec>().unwrap_err().to_string();
     assert!(err.contains("expected 'latest'"), "{err}");
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::binaries::shim_binary;
 use crate::image::busybox_rootfs;
 use crate::leaks;
-use crate::shim::shim_binary;
 
 /// How long one `ctr` call may take before the harness gives up on it.
 const CTR_TIMEOUT_SECS: u32 = 60;
@@ -50,6 +50,10 @@ pub struct Containerd {
     pub rootfs: PathBuf,
     /// The directory holding everything of this instance.
     pub dir: PathBuf,
+    /// The node config file the shim reads (`DIFFKEEPER_CONFIG`).
+    pub node_config: PathBuf,
+    /// The recordings root that config names.
+    pub recordings: PathBuf,
     path_env: String,
     _dir: TempDir,
 }
@@ -86,6 +90,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             opt = dir.join("opt").display(),
         );
         fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
+        let recordings = dir.join("recordings");
+        let node_config = dir.join("diffkeeper.toml");
+        fs::write(
+            &node_config,
+            format!("recordings-root = {:?}\n", recordings.display().to_string()),
+        )
+        .map_err(|e| e.to_string())?;
         let rootfs = dir.join("rootfs");
         busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
         let path_env = format!(
@@ -98,6 +109,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .arg("--config")
             .arg(dir.join("config.toml"))
             .env("PATH", &path_env)
+            .env(diffkeeper_runtime_config::CONFIG_ENV, &node_config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -113,6 +125,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             ),
             rootfs,
             dir,
+            node_config,
+            recordings,
             path_env,
             _dir: tmp,
         };

@@ -3,15 +3,15 @@
 //! image. Everything it creates is removed by `Drop` guards, also when a
 //! test panics.
 
+pub mod binaries;
 pub mod containerd;
 pub mod image;
 pub mod leaks;
-pub mod shim;
 pub mod skip;
 
+pub use binaries::{cli_binary, shim_binary};
 pub use containerd::{Containerd, CtrOutput};
 pub use image::{busybox_rootfs, OciImage};
-pub use shim::shim_binary;
 pub use skip::{e2e_unavailable, skip};
 
 /// Our runtime's name in containerd.

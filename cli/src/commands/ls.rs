@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use diffkeeper_recorder::{Archive, Archived};
 use diffkeeper_store::{format_offset, Recording, RecordingState};
 use serde::Serialize;
 
-use crate::locate;
 use crate::output::{bytes, print_json, rfc3339};
 
 #[derive(Serialize)]
@@ -23,7 +23,8 @@ struct Row {
 }
 
 pub fn run(root: &Path, namespace: Option<&str>, json: bool) -> Result<ExitCode> {
-    let rows: Vec<Row> = locate::list(root, namespace)?
+    let rows: Vec<Row> = Archive::new(root)
+        .list(namespace)?
         .into_iter()
         .map(row)
         .collect();
@@ -58,8 +59,7 @@ pub fn run(root: &Path, namespace: Option<&str>, json: bool) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(found: locate::Found) -> Row {
-    let size = std::fs::metadata(&found.path).map(|m| m.len()).unwrap_or(0);
+fn row(found: Archived) -> Row {
     let mut row = Row {
         namespace: found.namespace,
         container: found.container,
@@ -68,7 +68,7 @@ fn row(found: locate::Found) -> Row {
         duration_ms: None,
         events: None,
         state: String::new(),
-        size,
+        size: found.size,
     };
     let recording = match Recording::open(&found.path) {
         Ok(r) => r,
@@ -88,7 +88,8 @@ fn row(found: locate::Found) -> Row {
             row.state = match (status.state, status.exit_code) {
                 (RecordingState::Finished, Some(code)) => format!("exited {code}"),
                 (RecordingState::Finished, None) => "finished".into(),
-                (RecordingState::Recording, _) => "recording (or cut short)".into(),
+                (RecordingState::Recording, _) if found.active => "recording".into(),
+                (RecordingState::Recording, _) => "cut short".into(),
             };
             if !status.incomplete.is_empty() {
                 row.state.push_str(", incomplete");

@@ -12,13 +12,15 @@ mod verify;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use diffkeeper_runtime_config::NodeConfig;
 use diffkeeper_store::Recording;
 
 use crate::args::{Cli, Command, RecordingArg};
 use crate::locate;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let root = cli.root;
+    let node = NodeConfig::load(&cli.config)?;
+    let root = cli.root.unwrap_or(node.config.recordings_root.clone());
     match cli.command {
         Command::Ls { namespace, json } => ls::run(&root, namespace.as_deref(), json),
         Command::Timeline {
@@ -67,7 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             preserve_owner,
         ),
         Command::Verify { recording, json } => verify::run(&open(&root, &recording)?, json),
-        Command::Gc(args) => gc::run(&root, &args),
+        Command::Gc(args) => gc::run(&root, &node, &args),
         Command::Record(args) => record::run(&args),
     }
 }

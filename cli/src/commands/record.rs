@@ -1,7 +1,6 @@
 //! `diffkeeper record -- CMD`: a recording of a plain command, for CI.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
@@ -9,7 +8,8 @@ use std::process::{Command, ExitCode, ExitStatus};
 use anyhow::{bail, Context, Result};
 use diffkeeper_probe::{ChildCgroup, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    run as drive, BaselineScan, PathFilter, RootView, Session, SessionOptions,
+    create_private_dir, recording_file_name, run as drive, BaselineScan, PathFilter, RootView,
+    Session, SessionOptions,
 };
 use diffkeeper_store::{
     monotonic_now_ns, unix_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Subject,
@@ -18,13 +18,6 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::RecordArgs;
 use crate::output::{bytes, short};
-
-/// What the eBPF backend cannot see (docs/probe.md), shown by `timeline`.
-const EBPF_LIMITS: &[&str] = &[
-    "writes through io_uring",
-    "stores through a shared mapping until msync, close or the debounce",
-    "a file created and removed faster than the recorder can read it (only the removal)",
-];
 
 /// The largest baseline kept with content; past it, files are hashed only.
 const BASELINE_CONTENT_BUDGET: u64 = 1 << 30;
@@ -54,8 +47,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     let cgroup = ChildCgroup::create(format!("diffkeeper/record-{}", std::process::id()))?;
     let watch = probe.watch(cgroup.id())?;
 
-    let started = chrono::Utc::now();
-    let file = out.join(format!("{}.redb", started.format("%Y-%m-%dT%H-%M-%S%.3fZ")));
+    let file = out.join(recording_file_name(std::time::SystemTime::now()));
     let meta = RecordingMeta {
         subject: Subject {
             kind: "command".into(),
@@ -71,7 +63,10 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         mono_base_ns: monotonic_now_ns(),
         capture: Capture {
             backend: "ebpf".into(),
-            limits: EBPF_LIMITS.iter().map(|s| s.to_string()).collect(),
+            limits: diffkeeper_recorder::EBPF_LIMITS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         },
         labels: [(
             "cwd".to_string(),
@@ -166,12 +161,7 @@ async fn forward_signals(pid: u32) -> Result<()> {
 }
 
 fn prepare_out(out: &Path) -> Result<PathBuf> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+    create_private_dir(out)?;
     Ok(out.canonicalize()?)
 }
 

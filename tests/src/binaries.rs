@@ -1,28 +1,37 @@
-//! Finding the shim binary under test.
+//! Finding the binaries under test: the shim and the `diffkeeper` CLI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const SHIM: &str = "containerd-shim-diffkeeper-v1";
-
 /// The shim binary: `$DIFFKEEPER_SHIM_BIN` (the Makefile sets it), else
 /// built with the same cargo, profile and target directory as the tests.
 pub fn shim_binary() -> Result<PathBuf, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(locate).clone()
+    BIN.get_or_init(|| {
+        locate(
+            "DIFFKEEPER_SHIM_BIN",
+            "diffkeeper-shim",
+            "containerd-shim-diffkeeper-v1",
+        )
+    })
+    .clone()
 }
 
-fn locate() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("DIFFKEEPER_SHIM_BIN") {
+/// The `diffkeeper` CLI: `$DIFFKEEPER_CLI_BIN`, else built like the shim.
+pub fn cli_binary() -> Result<PathBuf, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| locate("DIFFKEEPER_CLI_BIN", "diffkeeper-cli", "diffkeeper"))
+        .clone()
+}
+
+fn locate(env: &str, package: &str, bin: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!(
-                "DIFFKEEPER_SHIM_BIN={} is not a file",
-                path.display()
-            ))
+            Err(format!("{env}={} is not a file", path.display()))
         };
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -31,9 +40,9 @@ fn locate() -> Result<PathBuf, String> {
     command.args([
         "build",
         "-p",
-        "diffkeeper-shim",
+        package,
         "--bin",
-        SHIM,
+        bin,
         "--message-format=json",
     ]);
     command.arg("--manifest-path").arg(&manifest);
@@ -42,10 +51,10 @@ fn locate() -> Result<PathBuf, String> {
     }
     let out = command
         .output()
-        .map_err(|e| format!("run cargo build for {SHIM}: {e}"))?;
+        .map_err(|e| format!("run cargo build for {bin}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build -p diffkeeper-shim failed: {}",
+            "cargo build -p {package} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
@@ -53,6 +62,6 @@ fn locate() -> Result<PathBuf, String> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|msg| msg.get("executable")?.as_str().map(PathBuf::from))
-        .find(|exe| exe.file_name().is_some_and(|n| n == SHIM))
-        .ok_or_else(|| format!("cargo built no {SHIM}"))
+        .find(|exe| exe.file_name().is_some_and(|n| n == bin))
+        .ok_or_else(|| format!("cargo built no {bin}"))
 }

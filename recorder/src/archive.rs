@@ -1,0 +1,425 @@
+//! The recordings root: where recordings of containers are kept, and which
+//! of them retention lets go.
+//!
+//! Layout: `<root>/<namespace>/<container-id>/<start>.redb`, directories
+//! 0700 and files 0600 (recordings hold secrets). `<start>` is the UTC
+//! start time (`2026-11-21T22-16-14.744Z`), so name order is time order.
+//! While a container runs its recording lives in the bundle and the slot
+//! holds a symlink to it; on Delete the finished file is renamed over the
+//! symlink, so readers find a recording at the same path throughout.
+
+use std::fs::DirBuilder;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use diffkeeper_runtime_config::Retention;
+
+/// An I/O failure in the recordings root, naming the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct ArchiveError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
+    move |source| ArchiveError {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A recordings root.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    root: PathBuf,
+}
+
+/// One recording in the root.
+#[derive(Clone, Debug)]
+pub struct Archived {
+    pub path: PathBuf,
+    pub namespace: String,
+    pub container: String,
+    /// Bytes of the recording file.
+    pub size: u64,
+    pub modified: SystemTime,
+    /// Still being written: the slot is a symlink into a live bundle.
+    pub active: bool,
+}
+
+/// The file name of a recording that started at `started`.
+pub fn recording_file_name(started: SystemTime) -> String {
+    let utc: chrono::DateTime<chrono::Utc> = started.into();
+    format!("{}.redb", utc.format("%Y-%m-%dT%H-%M-%S%.3fZ"))
+}
+
+/// Creates `dir` and its missing parents with mode 0700, and makes `dir`
+/// itself 0700 even if it existed.
+pub fn create_private_dir(dir: &Path) -> Result<(), ArchiveError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(at("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(at("restricting", dir))
+}
+
+impl Archive {
+    pub fn new(root: impl Into<PathBuf>) -> Archive {
+        Archive { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path a recording of `namespace/container` started at `started`
+    /// gets, its directories created (0700).
+    pub fn slot(
+        &self,
+        namespace: &str,
+        container: &str,
+        started: SystemTime,
+    ) -> Result<PathBuf, ArchiveError> {
+        for part in [namespace, container] {
+            if part.is_empty() || part.contains('/') || part == "." || part == ".." {
+                return Err(ArchiveError {
+                    what: "refusing a recording named",
+                    path: PathBuf::from(part),
+                    source: io::Error::from(io::ErrorKind::InvalidInput),
+                });
+            }
+        }
+        create_private_dir(&self.root)?;
+        let dir = self.root.join(namespace).join(container);
+        create_private_dir(&dir)?;
+        Ok(dir.join(recording_file_name(started)))
+    }
+
+    /// Points `slot` at a recording still being written elsewhere.
+    pub fn link_active(&self, slot: &Path, live: &Path) -> Result<(), ArchiveError> {
+        std::os::unix::fs::symlink(live, slot).map_err(at("linking", slot))
+    }
+
+    /// Moves a closed recording into `slot` (replacing the symlink
+    /// `link_active` left there), atomically when both are on one file
+    /// system; otherwise copied, synced, then removed.
+    pub fn keep(&self, recording: &Path, slot: &Path) -> Result<(), ArchiveError> {
+        std::fs::set_permissions(recording, std::fs::Permissions::from_mode(0o600))
+            .map_err(at("restricting", recording))?;
+        match std::fs::rename(recording, slot) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let partial = slot.with_extension("redb.partial");
+                std::fs::copy(recording, &partial).map_err(at("copying to", &partial))?;
+                std::fs::File::open(&partial)
+                    .and_then(|f| f.sync_all())
+                    .map_err(at("syncing", &partial))?;
+                std::fs::rename(&partial, slot).map_err(at("renaming", &partial))?;
+                std::fs::remove_file(recording).map_err(at("removing", recording))
+            }
+            Err(e) => Err(at("moving", recording)(e)),
+        }
+    }
+
+    /// The slot whose symlink points at `live`, if any (to finish what a
+    /// killed shim started).
+    pub fn slot_linking_to(
+        &self,
+        namespace: &str,
+        container: &str,
+        live: &Path,
+    ) -> Option<PathBuf> {
+        let dir = self.root.join(namespace).join(container);
+        recordings_in(&dir)
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|slot| std::fs::read_link(slot).is_ok_and(|target| target == live))
+    }
+
+    /// Every recording, optionally of one namespace, sorted by namespace,
+    /// container and start time. Slots whose live recording is gone are
+    /// left out (see [`Archive::remove_stale_links`]).
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Archived>, ArchiveError> {
+        let mut found = Vec::new();
+        if !self.root.exists() {
+            return Ok(found);
+        }
+        for ns in subdirs(&self.root)? {
+            let ns_name = file_name(&ns);
+            if namespace.is_some_and(|want| want != ns_name) {
+                continue;
+            }
+            for container in subdirs(&ns)? {
+                for path in recordings_in(&container)? {
+                    let Ok(meta) = std::fs::metadata(&path) else {
+                        continue;
+                    };
+                    found.push(Archived {
+                        active: path.is_symlink(),
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        path,
+                        namespace: ns_name.clone(),
+                        container: file_name(&container),
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (&a.namespace, &a.container, &a.path).cmp(&(&b.namespace, &b.container, &b.path))
+        });
+        Ok(found)
+    }
+
+    /// Removes slots whose live recording is gone (its bundle was removed
+    /// without the shim moving it); returns them.
+    pub fn remove_stale_links(&self) -> Result<Vec<PathBuf>, ArchiveError> {
+        let mut removed = Vec::new();
+        if !self.root.exists() {
+            return Ok(removed);
+        }
+        for ns in subdirs(&self.root)? {
+            for container in subdirs(&ns)? {
+                for path in recordings_in(&container)? {
+                    if path.is_symlink() && !path.exists() {
+                        std::fs::remove_file(&path).map_err(at("removing", &path))?;
+                        removed.push(path);
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The recordings `rules` let go, as of `now`. Per container: all but
+    /// the newest `keep`, those older than `max_age`, then the oldest until
+    /// the rest fit in `max_bytes`. Recordings still being written are
+    /// never chosen (they count towards `keep` and `max_bytes`).
+    pub fn expired(
+        &self,
+        rules: &Retention,
+        now: SystemTime,
+    ) -> Result<Vec<Archived>, ArchiveError> {
+        let mut expired = Vec::new();
+        let mut rest = self.list(None)?.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            // `list` sorts by container, then start: a group is a run.
+            let mut group = vec![first];
+            while let Some(next) = rest.next_if(|n| {
+                (&n.namespace, &n.container) == (&group[0].namespace, &group[0].container)
+            }) {
+                group.push(next);
+            }
+            expired.extend(expired_in_group(group, rules, now));
+        }
+        Ok(expired)
+    }
+
+    /// Deletes one recording (and its container's directory once empty).
+    pub fn remove(&self, entry: &Archived) -> Result<(), ArchiveError> {
+        std::fs::remove_file(&entry.path).map_err(at("deleting", &entry.path))?;
+        if let Some(dir) = entry.path.parent() {
+            // Fails while other recordings remain: that is the point.
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+}
+
+/// `expired` for one container's recordings, oldest first.
+fn expired_in_group(group: Vec<Archived>, rules: &Retention, now: SystemTime) -> Vec<Archived> {
+    let beyond_keep = group.len().saturating_sub(rules.keep.unwrap_or(usize::MAX));
+    let mut doomed: Vec<bool> = group
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let too_old = rules
+                .max_age
+                .is_some_and(|age| now.duration_since(entry.modified).unwrap_or_default() > age);
+            !entry.active && (i < beyond_keep || too_old)
+        })
+        .collect();
+    if let Some(max) = rules.max_bytes {
+        let mut kept: u64 = group
+            .iter()
+            .zip(&doomed)
+            .filter(|(_, doomed)| !**doomed)
+            .map(|(entry, _)| entry.size)
+            .sum();
+        for (entry, doomed) in group.iter().zip(doomed.iter_mut()) {
+            if kept <= max {
+                break;
+            }
+            if !*doomed && !entry.active {
+                *doomed = true;
+                kept -= entry.size;
+            }
+        }
+    }
+    group
+        .into_iter()
+        .zip(doomed)
+        .filter_map(|(entry, doomed)| doomed.then_some(entry))
+        .collect()
+}
+
+/// The `*.redb` files (or slots) directly in `dir`, oldest first.
+pub fn recordings_in(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(at("reading", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "redb") && (p.is_file() || p.is_symlink()))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(at("reading", dir))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn add(archive: &Archive, ns: &str, id: &str, started: SystemTime, size: usize) -> PathBuf {
+        let slot = archive.slot(ns, id, started).unwrap();
+        std::fs::write(&slot, vec![0u8; size]).unwrap();
+        let file = std::fs::File::options().write(true).open(&slot).unwrap();
+        file.set_modified(started).unwrap();
+        slot
+    }
+
+    #[test]
+    fn slots_are_private_and_sorted_by_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::new(dir.path().join("root"));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let late = add(&archive, "default", "web", t0 + Duration::from_secs(5), 1);
+        let early = add(&archive, "default", "web", t0, 1);
+        let listed: Vec<PathBuf> = archive
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        assert_eq!(listed, [early.clone(), late]);
+        for dir in [
+            archive.root(),
+            early.parent().unwrap(),
+            early.parent().unwrap().parent().unwrap(),
+        ] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        assert!(archive.slot("default", "../x", t0).is_err());
+        assert!(archive.slot("", "x", t0).is_err());
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_never_live_recordings() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::new(dir.path());
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let old = add(&archive, "ns", "a", now - 10 * day, 100);
+        let mid = add(&archive, "ns", "a", now - 2 * day, 100);
+        let new = add(&archive, "ns", "a", now - day, 100);
+        let other = add(&archive, "ns", "b", now - 9 * day, 100);
+        let live = dir.path().join("live.redb");
+        std::fs::write(&live, [0u8; 10]).unwrap();
+        let active = archive.slot("ns", "b", now - 20 * day).unwrap();
+        archive.link_active(&active, &live).unwrap();
+
+        let names = |rules: Retention| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = archive
+                .expired(&rules, now)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.path)
+                .collect();
+            v.sort();
+            v
+        };
+        let keep = Retention {
+            keep: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(names(keep), [old.clone()]);
+        let age = Retention {
+            max_age: Some(5 * day),
+            ..Default::default()
+        };
+        assert_eq!(names(age), {
+            let mut v = vec![old.clone(), other.clone()];
+            v.sort();
+            v
+        });
+        // Per container: `a` holds 300 bytes, `b` 110 (10 of them live).
+        let bytes = Retention {
+            max_bytes: Some(210),
+            ..Default::default()
+        };
+        assert_eq!(names(bytes), [old.clone()]);
+        let bytes = Retention {
+            max_bytes: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(names(bytes), {
+            let mut v = vec![old.clone(), mid.clone(), new.clone(), other.clone()];
+            v.sort();
+            v
+        });
+        assert!(names(Retention::default()).is_empty());
+
+        std::fs::remove_file(&live).unwrap();
+        assert_eq!(archive.remove_stale_links().unwrap(), [active]);
+    }
+
+    #[test]
+    fn keep_replaces_the_live_link_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::new(dir.path().join("root"));
+        let live = dir.path().join("bundle.redb");
+        std::fs::write(&live, b"recording").unwrap();
+        let slot = archive.slot("ns", "c", SystemTime::now()).unwrap();
+        archive.link_active(&slot, &live).unwrap();
+        assert_eq!(
+            archive.slot_linking_to("ns", "c", &live),
+            Some(slot.clone())
+        );
+        assert!(archive.list(None).unwrap()[0].active);
+        archive.keep(&live, &slot).unwrap();
+        assert!(!live.exists() && !slot.is_symlink());
+        assert_eq!(std::fs::read(&slot).unwrap(), b"recording");
+        assert_eq!(
+            std::fs::metadata(&slot).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!archive.list(None).unwrap()[0].active);
+    }
+}

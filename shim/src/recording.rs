@@ -1,0 +1,429 @@
+//! The flight recorder: the observer that gives every container the shim
+//! runs a recording (docs/recording.md).
+//!
+//! Each recording runs on a thread of its own with its own small async
+//! runtime, so reading and storing file content never stalls the shim's
+//! task API, and a recorder that fails or panics takes nothing else down.
+//! `before_start` waits until that thread watches the container's cgroup,
+//! so the workload's first write is recorded; `after_exit` waits (bounded)
+//! until the recording is finished, so it is complete when containerd
+//! reports the exit; `on_delete` moves it from the bundle to the
+//! recordings root and applies retention.
+//!
+//! Failures follow `on-failure`: `open` (the default) lets the container
+//! run unrecorded or partly recorded, logged to containerd's log and noted
+//! in the recording; `closed` fails `Create` instead.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use diffkeeper_probe::{Probe, ProbeConfig};
+use diffkeeper_recorder::{
+    run as drive, Archive, BaselineScan, PathFilter, RootView, Session, SessionOptions, EBPF_LIMITS,
+};
+use diffkeeper_runtime_config::{BaselineMode, Config, FailurePolicy, NodeConfig};
+use diffkeeper_store::{
+    monotonic_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
+};
+use tokio::sync::oneshot;
+
+use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError};
+
+/// The recording's name inside the bundle while the container runs.
+pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
+/// How long `before_start` waits for the recorder to watch (the first
+/// probe load on a host verifies the programs: about a second).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the exit containerd sees may wait for the recording to finish.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Annotations that name the image, in the order they are trusted.
+const IMAGE_ANNOTATIONS: &[&str] = &[
+    "io.kubernetes.cri.image-name",
+    "org.opencontainers.image.ref.name",
+];
+
+/// Records every container of this shim.
+pub struct FlightRecorder {
+    config_path: PathBuf,
+    probe: Arc<Mutex<Option<Arc<Probe>>>>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// One container's recording, from `before_start` to `on_delete`.
+struct Running {
+    file: PathBuf,
+    archive: Archive,
+    /// The slot in the recordings root, holding a symlink to `file`.
+    slot: Option<PathBuf>,
+    config: Config,
+    stop: Option<oneshot::Sender<Option<i32>>>,
+    finished: Option<oneshot::Receiver<Result<Status, String>>>,
+}
+
+impl FlightRecorder {
+    /// Reads the node config at each `Create` from `config_path`, so edits
+    /// apply to the next container without restarting anything.
+    pub fn new(config_path: PathBuf) -> FlightRecorder {
+        FlightRecorder {
+            config_path,
+            probe: Arc::default(),
+            running: Mutex::default(),
+        }
+    }
+
+    /// The container's configuration; `Ok(None)`: record nothing.
+    fn resolve(&self, info: &ContainerInfo) -> Result<Option<Config>, ObserverError> {
+        let node = match NodeConfig::load(&self.config_path) {
+            Ok(node) => node,
+            Err(err) => {
+                // A broken node file must not stop every container on the
+                // node: they run unrecorded, and every Create says why.
+                tracing::error!(id = %info.id, %err, "not recording: the node config is invalid");
+                return Ok(None);
+            }
+        };
+        let annotations = info
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let resolved = node.for_container(annotations)?;
+        for warning in &resolved.warnings {
+            tracing::warn!(id = %info.id, "{warning}");
+        }
+        Ok(resolved.config.record.then_some(resolved.config))
+    }
+
+    async fn start(&self, info: &ContainerInfo, config: Config) -> Result<Running, String> {
+        let filter = PathFilter::new(&config.include, &config.exclude)
+            .map_err(|e| format!("include/exclude: {e}"))?;
+        let file = info.bundle.join(BUNDLE_RECORDING);
+        let plan = Plan {
+            info: info.clone(),
+            file: file.clone(),
+            config: config.clone(),
+            filter,
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let probe = self.probe.clone();
+        std::thread::Builder::new()
+            .name(format!("dk-rec-{}", short_id(&info.id)))
+            .spawn(move || plan.record(&probe, ready_tx, stop_rx, done_tx))
+            .map_err(|e| format!("starting the recorder thread: {e}"))?;
+        let started = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+            Ok(Ok(Ok(started))) => started,
+            Ok(Ok(Err(err))) => return Err(err),
+            Ok(Err(_)) => return Err("the recorder thread died while starting".into()),
+            Err(_) => {
+                return Err(format!(
+                    "the recorder did not start within {START_TIMEOUT:?}"
+                ))
+            }
+        };
+        let archive = Archive::new(&config.recordings_root);
+        let slot = archive
+            .slot(&info.namespace, &info.id, started)
+            .and_then(|slot| archive.link_active(&slot, &file).map(|()| slot));
+        let slot = match slot {
+            Ok(slot) => Some(slot),
+            Err(err) => {
+                tracing::error!(id = %info.id, %err, "the recording cannot be kept after the container is deleted");
+                None
+            }
+        };
+        Ok(Running {
+            file,
+            archive,
+            slot,
+            config,
+            stop: Some(stop_tx),
+            finished: Some(done_rx),
+        })
+    }
+
+    /// Stops `id`'s recording (with the exit code, if known) and waits for
+    /// it to be finished.
+    async fn finish(&self, id: &str, exit_code: Option<i32>) {
+        let finished = {
+            let mut running = self.running.lock().expect("recordings lock");
+            let Some(entry) = running.get_mut(id) else {
+                return;
+            };
+            if let Some(stop) = entry.stop.take() {
+                let _ = stop.send(exit_code);
+            }
+            entry.finished.take()
+        };
+        let Some(finished) = finished else { return };
+        match tokio::time::timeout(FINISH_TIMEOUT, finished).await {
+            Ok(Ok(Ok(status))) => {
+                for reason in &status.incomplete {
+                    tracing::warn!(id, "recording incomplete: {reason}");
+                }
+            }
+            Ok(Ok(Err(err))) => tracing::error!(id, %err, "recording not finished cleanly"),
+            Ok(Err(_)) => tracing::error!(id, "the recorder thread died; the recording ends at its last commit"),
+            Err(_) => tracing::error!(id, "the recording did not finish within {FINISH_TIMEOUT:?}; it ends at its last commit"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerObserver for FlightRecorder {
+    async fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError> {
+        let Some(config) = self.resolve(info)? else {
+            tracing::info!(id = %info.id, "recording disabled");
+            return Ok(());
+        };
+        let policy = config.on_failure;
+        match self.start(info, config).await {
+            Ok(running) => {
+                tracing::info!(id = %info.id, file = %running.file.display(), "recording");
+                self.running
+                    .lock()
+                    .expect("recordings lock")
+                    .insert(info.id.clone(), running);
+                Ok(())
+            }
+            Err(err) if policy == FailurePolicy::Open => {
+                tracing::error!(id = %info.id, %err, "recording failed to start; the container runs unrecorded (on-failure = open)");
+                Ok(())
+            }
+            Err(err) => Err(format!(
+                "recording failed to start and on-failure is `closed`, so the container is not run: {err}"
+            )
+            .into()),
+        }
+    }
+
+    async fn after_exit(&self, info: &ContainerInfo, exit: ExitInfo) {
+        self.finish(&info.id, Some(exit.exit_status as i32)).await;
+    }
+
+    async fn on_delete(&self, info: &ContainerInfo) {
+        self.finish(&info.id, None).await;
+        let Some(running) = self
+            .running
+            .lock()
+            .expect("recordings lock")
+            .remove(&info.id)
+        else {
+            return;
+        };
+        let Some(slot) = &running.slot else {
+            tracing::error!(id = %info.id, file = %running.file.display(), "recording lost with the bundle: no slot in the recordings root");
+            return;
+        };
+        match running.archive.keep(&running.file, slot) {
+            Ok(()) => tracing::info!(id = %info.id, path = %slot.display(), "recording kept"),
+            Err(err) => {
+                tracing::error!(id = %info.id, %err, "recording not moved out of the bundle")
+            }
+        }
+        apply_retention(&running.archive, &running.config);
+    }
+}
+
+/// Deletes what retention lets go; failures are logged, never fatal.
+fn apply_retention(archive: &Archive, config: &Config) {
+    match archive.expired(&config.retention, SystemTime::now()) {
+        Ok(expired) => {
+            for entry in expired {
+                match archive.remove(&entry) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path.display(), "retention deleted a recording")
+                    }
+                    Err(err) => tracing::warn!(%err, "retention"),
+                }
+            }
+        }
+        Err(err) => tracing::warn!(%err, "retention"),
+    }
+}
+
+/// For `delete` after a shim died: moves the recording it left in the
+/// bundle to the slot it linked, so the recording outlives the bundle. It
+/// ends at its last commit and says it was cut short.
+pub fn rescue(config_path: &Path, namespace: &str, id: &str, bundle: &Path) {
+    let file = bundle.join(BUNDLE_RECORDING);
+    if !file.exists() {
+        return;
+    }
+    let root = NodeConfig::load(config_path)
+        .map(|node| node.config.recordings_root)
+        .unwrap_or_else(|_| Config::default().recordings_root);
+    let archive = Archive::new(root);
+    let slot = archive
+        .slot_linking_to(namespace, id, &file)
+        .map(Ok)
+        .unwrap_or_else(|| archive.slot(namespace, id, SystemTime::now()));
+    match slot.and_then(|slot| archive.keep(&file, &slot).map(|()| slot)) {
+        Ok(slot) => eprintln!("recording of {id} cut short, kept at {}", slot.display()),
+        Err(err) => eprintln!("recording of {id} lost with the bundle: {err}"),
+    }
+}
+
+/// Creates the recording; its time zero is `started`, which is now.
+fn create_store(
+    info: &ContainerInfo,
+    config: &Config,
+    file: &Path,
+    started: SystemTime,
+) -> Result<Recorder, String> {
+    let image = IMAGE_ANNOTATIONS
+        .iter()
+        .find_map(|key| info.annotations.get(*key))
+        .cloned()
+        .unwrap_or_default();
+    let started_unix_ns = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let meta = RecordingMeta {
+        subject: Subject {
+            kind: "container".into(),
+            id: info.id.clone(),
+            namespace: info.namespace.clone(),
+            image,
+            rootfs: info.rootfs.display().to_string(),
+        },
+        started_unix_ns,
+        mono_base_ns: monotonic_now_ns(),
+        capture: Capture {
+            backend: "ebpf".into(),
+            limits: EBPF_LIMITS.iter().map(|s| s.to_string()).collect(),
+        },
+        labels: info
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let options = RecorderOptions {
+        commit_interval: config.commit_interval,
+        ..RecorderOptions::default()
+    };
+    Recorder::create(file, &meta, options).map_err(|e| format!("creating {}: {e}", file.display()))
+}
+
+/// What the recorder thread needs.
+struct Plan {
+    info: ContainerInfo,
+    /// The recording file to create.
+    file: PathBuf,
+    config: Config,
+    filter: PathFilter,
+}
+
+impl Plan {
+    /// The recorder thread: watch, create the recording, signal ready
+    /// (with the recording's start), record until stopped, finish.
+    fn record(
+        self,
+        probe: &Mutex<Option<Arc<Probe>>>,
+        ready: oneshot::Sender<Result<SystemTime, String>>,
+        stop: oneshot::Receiver<Option<i32>>,
+        done: oneshot::Sender<Result<Status, String>>,
+    ) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = ready.send(Err(format!("recorder runtime: {err}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let cgroup_id = self.info.cgroup_id;
+            let watching = loaded_probe(probe, &self.config).and_then(|probe| {
+                probe
+                    .watch(cgroup_id)
+                    .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
+            });
+            // The root as the container's processes see it, mounts included;
+            // the descriptor stays valid after they are gone.
+            let live_root = PathBuf::from(format!("/proc/{}/root", self.info.init_pid));
+            let root = RootView::open(&live_root)
+                .map_err(|e| format!("opening {}: {e}", live_root.display()));
+            let started = SystemTime::now();
+            let store = create_store(&self.info, &self.config, &self.file, started);
+            let (watch, root, store) = match (watching, root, store) {
+                (Ok(watch), Ok(root), Ok(store)) => (watch, root, store),
+                (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+            };
+            let options = SessionOptions {
+                filter: self.filter.clone(),
+                max_file_size: self.config.max_file_size,
+                debounce: self.config.debounce,
+                wait_for_exec: true,
+            };
+            let session = Session::new(store, root, options);
+            let baseline = baseline_scan(&self.config, &self.info.rootfs, self.filter);
+            let _ = ready.send(Ok(started));
+
+            let exit_code = Cell::new(None);
+            let session = drive(watch, session, baseline, async {
+                exit_code.set(stop.await.ok().flatten());
+            })
+            .await;
+            let status = session
+                .finish(monotonic_now_ns(), exit_code.get())
+                .map_err(|e| e.to_string());
+            let _ = done.send(status);
+        });
+    }
+}
+
+/// Starts the baseline scan of the rootfs the config asks for.
+fn baseline_scan(
+    config: &Config,
+    rootfs: &Path,
+    filter: PathFilter,
+) -> Option<tokio::sync::mpsc::Receiver<diffkeeper_recorder::BaselineItem>> {
+    if config.baseline == BaselineMode::None {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    BaselineScan {
+        root: rootfs.to_path_buf(),
+        subtrees: vec![PathBuf::from("/")],
+        filter,
+        max_file_size: config.max_file_size,
+        max_total_bytes: config.baseline_max_bytes,
+        with_content: config.baseline == BaselineMode::Full,
+    }
+    .spawn(tx);
+    Some(rx)
+}
+
+/// The probe of this shim process, loaded on first use (a failed load is
+/// tried again by the next container).
+fn loaded_probe(slot: &Mutex<Option<Arc<Probe>>>, config: &Config) -> Result<Arc<Probe>, String> {
+    let mut slot = slot.lock().expect("probe lock");
+    if let Some(probe) = slot.as_ref() {
+        return Ok(probe.clone());
+    }
+    let ring_buffer_bytes = u32::try_from(config.ring_buffer_size)
+        .map_err(|_| format!("ring-buffer-size {} is over 4 GiB", config.ring_buffer_size))?;
+    let probe = Probe::load(ProbeConfig {
+        ring_buffer_bytes,
+        ..ProbeConfig::default()
+    })
+    .map(Arc::new)
+    .map_err(|e| format!("loading the eBPF probe: {e}"))?;
+    *slot = Some(probe.clone());
+    Ok(probe)
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
