@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diffkeeper_tests::{
     cli_binary, e2e_unavailable, leaks, skip, Containerd, CtrOutput, OciImage, DIFFKEEPER_RUNTIME,
@@ -51,6 +51,7 @@ echo three > status.log
 note mkdir mkdir /work/dir
 note ln ln -s ../status.log /work/dir/link
 note chmod chmod 600 mode.txt
+cat /pids/log
 exit 1
 "#;
 
@@ -188,9 +189,10 @@ impl Cli<'_> {
     }
 }
 
-/// Runs the script in container `id` (extra `ctr run` flags first), checks
-/// it exited 1, and checks what the CLI reads back. `start` is the tree
-/// the container started from.
+/// Runs the script in container `id` (`ctr_run`: the rootfs or image
+/// arguments), checks it exited 1, and checks what the CLI reads back.
+/// `rootfs_after` gives the container's final tree (`/work` and `/pids`
+/// are ignored).
 fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: impl Fn() -> Tree) {
     let mut args = vec![
         "run",
@@ -227,15 +229,15 @@ fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: i
     assert_eq!(dir_mode, 0o700);
 
     // Whole filesystem at four times.
-    let final_tree = rootfs_after();
-    let (pids_text, outside): (Vec<_>, Vec<_>) = final_tree
-        .iter()
-        .partition(|(path, _)| path.starts_with("pids"));
-    assert!(!pids_text.is_empty(), "the script noted its pids");
-    let outside: Tree = outside
+    // Excluded subtrees (the default /proc, /sys, /dev) are left out of
+    // exports, their top directories too.
+    let outside: Tree = rootfs_after()
         .into_iter()
-        .filter(|(path, _)| !path.starts_with("work"))
-        .map(|(p, e)| (p.clone(), e.clone()))
+        .filter(|(path, _)| {
+            !["work", "pids", "proc", "sys", "dev"]
+                .iter()
+                .any(|top| path.starts_with(top))
+        })
         .collect();
     let history = cli.ok(&["timeline", id, "-n", ns]).stdout;
     for (time, phase) in [("0.5s", 1), ("1.5s", 2), ("2.5s", 3), ("latest", 3)] {
@@ -254,16 +256,15 @@ fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: i
     }
 
     // Every operation, with the pid that made it.
-    let Some(Entry::File(_, log)) = final_tree.get(Path::new("pids/log")) else {
-        panic!("no /pids/log")
-    };
-    let pids: BTreeMap<String, u64> = String::from_utf8_lossy(log)
+    let pids: BTreeMap<String, u64> = out
+        .stdout
         .lines()
-        .map(|l| {
-            let (name, pid) = l.split_once(' ').unwrap();
-            (name.to_owned(), pid.parse().unwrap())
+        .filter_map(|l| {
+            let (name, pid) = l.split_once(' ')?;
+            Some((name.to_owned(), pid.trim().parse().ok()?))
         })
         .collect();
+    assert_eq!(pids.len(), 7, "the script noted its pids: {}", out.stdout);
     let timeline = cli.ok(&["timeline", id, "-n", ns, "--json"]);
     let events: Vec<serde_json::Value> = serde_json::from_str(&timeline.stdout).unwrap();
     let made = |op: &str, path: &str| -> Vec<u64> {
@@ -325,10 +326,7 @@ fn records_a_container_and_exports_its_past() {
     let rootfs = ctrd.rootfs.clone();
     let rootfs_arg = rootfs.to_string_lossy().into_owned();
     check_scenario(&ctrd, "flaky", &["--rootfs", &rootfs_arg], || {
-        let mut tree = walk(&rootfs, &["proc", "sys", "dev"]);
-        // Excluded subtrees (the defaults) are left out, their roots too.
-        tree.retain(|path, _| !["proc", "sys", "dev"].iter().any(|s| path == Path::new(s)));
-        tree
+        walk(&rootfs, &["proc", "sys", "dev"])
     });
     assert!(leaks::shims_of(&ctrd.address).is_empty());
 }
@@ -336,5 +334,155 @@ fn records_a_container_and_exports_its_past() {
 #[test]
 fn records_an_oci_image_container() {
     let Some(ctrd) = containerd() else { return };
-    let _ = (OciImage::build, Duration::from_secs(1));
+    let image =
+        OciImage::build(&ctrd.rootfs, &ctrd.dir, "docker.io/diffkeeper/busybox:e2e").unwrap();
+    let archive = image.archive.to_string_lossy().into_owned();
+    ctrd.ctr(&["images", "import", &archive])
+        .expect_ok("import");
+    // The snapshot is gone after `--rm`; its tree was the image's (the
+    // busybox rootfs and the image's marker) plus the mount point of
+    // containerd's default /run tmpfs.
+    let mut start = walk(&ctrd.rootfs, &["proc", "sys", "dev"]);
+    start.insert(PathBuf::from("run"), Entry::Dir(0o755));
+    start.insert(
+        PathBuf::from("etc/diffkeeper-image"),
+        file(0o644, "from-image\n"),
+    );
+    check_scenario(&ctrd, "img", &[&image.reference], move || start.clone());
+}
+
+#[test]
+fn a_killed_shim_leaves_a_recording_that_verifies() {
+    let Some(ctrd) = containerd() else { return };
+    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
+    let script = "mkdir /kept; for i in 1 2 3 4 5; do echo $i > /kept/$i; done; sleep 600";
+    ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        DIFFKEEPER_RUNTIME,
+        "--rootfs",
+        &rootfs,
+        "victim",
+        "/bin/sh",
+        "-c",
+        script,
+    ])
+    .expect_ok("run -d");
+    let cli = Cli { ctrd: &ctrd };
+    // Wait until the writes are committed (the timeline reads the live file).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let timeline = cli.run(&["timeline", "victim", "-n", &ctrd.namespace, "--json"]);
+        if timeline.code == Some(0) && timeline.stdout.contains("/kept/5") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recorded: {timeline:?}\n{}",
+            ctrd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shims = leaks::shims_of(&ctrd.address);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // SAFETY: kill(2) has no memory effects.
+    assert_eq!(unsafe { libc::kill(shims[0].pid, libc::SIGKILL) }, 0);
+    // containerd notices, runs `shim delete`, and reports the task gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctrd
+        .tasks()
+        .iter()
+        .any(|(id, _, status)| id == "victim" && status == "RUNNING")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the task outlived its shim\n{}",
+            ctrd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ctrd.remove("victim");
+
+    let recordings = diffkeeper_recorder_files(&ctrd.recordings);
+    assert_eq!(recordings.len(), 1, "{recordings:?}\n{}", ctrd.log());
+    assert!(!recordings[0].is_symlink(), "moved out of the bundle");
+    let verify = cli.run(&["verify", "victim", "-n", &ctrd.namespace]);
+    assert_eq!(verify.code, Some(0), "{verify:?}");
+    let (_dir, tree) = cli.export("victim", "latest", true);
+    for i in 1..=5 {
+        assert_eq!(
+            tree.get(&PathBuf::from(format!("kept/{i}"))),
+            Some(&file(0o644, &format!("{i}\n"))),
+            "{tree:?}"
+        );
+    }
+    let listed = cli.ok(&["ls", "-n", &ctrd.namespace]);
+    assert!(listed.stdout.contains("cut short"), "{}", listed.stdout);
+}
+
+/// Every file or link under a recordings root.
+fn diffkeeper_recorder_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for ns in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for container in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(container.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_bad_annotation_fails_create_and_recording_can_be_switched_off() {
+    let Some(ctrd) = containerd() else { return };
+    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
+    let run = |id: &str, annotation: &str| {
+        ctrd.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            DIFFKEEPER_RUNTIME,
+            "--annotation",
+            annotation,
+            "--rootfs",
+            &rootfs,
+            id,
+            "/bin/sh",
+            "-c",
+            "echo ran > /ran; exit 0",
+        ])
+    };
+    let out = run("bad", "io.diffkeeper.debounce=soon");
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("io.diffkeeper.debounce") && out.stderr.contains("soon"),
+        "the error names the key and the value: {}",
+        out.stderr
+    );
+    assert!(
+        !ctrd.rootfs.join("ran").exists(),
+        "the container did not run"
+    );
+    let out = run("typo", "io.diffkeeper.recrod=false");
+    assert!(
+        out.stderr.contains("io.diffkeeper.recrod"),
+        "{}",
+        out.stderr
+    );
+    ctrd.remove("bad");
+    ctrd.remove("typo");
+
+    let out = run("quiet", "io.diffkeeper.record=false");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(ctrd.rootfs.join("ran").exists());
+    assert!(
+        diffkeeper_recorder_files(&ctrd.recordings).is_empty(),
+        "no recording of a container with recording off"
+    );
 }
