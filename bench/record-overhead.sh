@@ -11,31 +11,13 @@ dk="$(realpath "${CARGO_TARGET_DIR:-target}")/release/diffkeeper"
 scratch=$(mktemp -d /var/tmp/diffkeeper-bench.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 
-# The workload: small-file churn (2,000 files written, half rewritten, half
-# deleted), an appending log (20,000 lines), and in-place rewrites of a
-# 64 MiB file (100 random 4 KiB pages, 10 times, synced each time).
-cat > "$scratch/workload.sh" <<'WORKLOAD'
-set -e
-dir=$1
-mkdir -p "$dir/small"
-for i in $(seq 1 2000); do echo "file $i $(date +%s%N)" > "$dir/small/f$i"; done
-for i in $(seq 1 2 2000); do echo "rewritten $i" > "$dir/small/f$i"; done
-for i in $(seq 2 2 2000); do rm "$dir/small/f$i"; done
-for i in $(seq 1 20000); do echo "log line $i" ; done >> "$dir/app.log"
-head -c 64M /dev/urandom > "$dir/data.db"
-for round in $(seq 1 10); do
-  for page in $(seq 1 100); do
-    dd if=/dev/urandom of="$dir/data.db" bs=4096 count=1 seek=$((RANDOM % 16384)) conv=notrunc status=none
-  done
-  sync "$dir/data.db"
-done
-WORKLOAD
+cp bench/workload.sh "$scratch/workload.sh"
 
 run_plain() {
   rm -rf "$scratch/w"; mkdir "$scratch/w"
   local start end
   start=$(date +%s%N)
-  bash "$scratch/workload.sh" "$scratch/w"
+  sh "$scratch/workload.sh" "$scratch/w" > /dev/null
   end=$(date +%s%N)
   echo $(( (end - start) / 1000000 ))
 }
@@ -43,7 +25,7 @@ run_recorded() {
   rm -rf "$scratch/w" "$scratch/trace"; mkdir "$scratch/w"
   local start end
   start=$(date +%s%N)
-  "$dk" record --out "$scratch/trace" --watch "$scratch/w" --no-baseline -- bash "$scratch/workload.sh" "$scratch/w" 2> "$scratch/record.log"
+  "$dk" record --out "$scratch/trace" --watch "$scratch/w" --no-baseline -- sh "$scratch/workload.sh" "$scratch/w" > /dev/null 2> "$scratch/record.log"
   end=$(date +%s%N)
   echo $(( (end - start) / 1000000 ))
 }

@@ -1,0 +1,208 @@
+//! The cost of recording a write-heavy container (bench/workload.sh: small
+//! file churn, an appending log, in-place rewrites of a 64 MiB file) under
+//! our runtime, against runc's shim in the same run. Prints a table:
+//! workload time ratio, shim (and recorder) CPU relative to the workload's,
+//! bytes stored per byte written, events and gaps.
+//!
+//! `cargo bench -p diffkeeper-tests --bench recording` (root, containerd).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use diffkeeper_tests::{
+    cli_binary, e2e_unavailable, leaks, skip, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME,
+    RUNTIMES,
+};
+
+const ROUNDS: usize = 3;
+const WORKLOAD: &str = include_str!("../../bench/workload.sh");
+
+/// One container run of the workload.
+struct Sample {
+    wall: Duration,
+    /// CPU of the workload's processes.
+    workload_cpu: Duration,
+    /// CPU of the shim process (for ours: with its recorder threads).
+    shim_cpu: Duration,
+    bytes_written: u64,
+    recording_bytes: u64,
+    events: usize,
+    gaps: usize,
+}
+
+fn main() {
+    if let Some(reason) = e2e_unavailable() {
+        skip(&reason);
+        return;
+    }
+    let ctrd = Containerd::start().expect("start containerd");
+    std::fs::create_dir_all(ctrd.rootfs.join("bench")).unwrap();
+    std::fs::write(ctrd.rootfs.join("bench/workload.sh"), WORKLOAD).unwrap();
+
+    let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        // Alternate so that drift on a shared machine hits both runtimes.
+        for (slot, runtime) in RUNTIMES.iter().enumerate() {
+            samples[slot].push(run_once(&ctrd, runtime, &format!("w{slot}-{round}")));
+        }
+    }
+    let [ours, runc] = &samples;
+    let wall = |s: &[Sample]| median(s.iter().map(|s| s.wall.as_secs_f64()).collect());
+    let cpu = |s: &[Sample]| median(s.iter().map(|s| s.workload_cpu.as_secs_f64()).collect());
+    let shim_share = |s: &[Sample]| {
+        median(
+            s.iter()
+                .map(|s| s.shim_cpu.as_secs_f64() / s.workload_cpu.as_secs_f64())
+                .collect(),
+        )
+    };
+    let last = ours.last().expect("a sample");
+    println!();
+    println!(
+        "| metric ({ROUNDS} rounds, medians) | {DIFFKEEPER_RUNTIME} | {RUNC_RUNTIME} | ratio |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| workload wall time (goal ratio ≤ 1.10) | {:.2} s | {:.2} s | {:.2} |",
+        wall(ours),
+        wall(runc),
+        wall(ours) / wall(runc)
+    );
+    println!(
+        "| workload CPU | {:.2} s | {:.2} s | {:.2} |",
+        cpu(ours),
+        cpu(runc),
+        cpu(ours) / cpu(runc)
+    );
+    println!(
+        "| shim CPU (ours: with the recorder) / workload CPU | {:.3} | {:.3} | |",
+        shim_share(ours),
+        shim_share(runc)
+    );
+    println!(
+        "| recording bytes / bytes written (baseline of the rootfs included) | {:.3} | | |",
+        last.recording_bytes as f64 / last.bytes_written as f64
+    );
+    println!(
+        "| events recorded / gaps (goal 0) | {} / {} | | |",
+        last.events, last.gaps
+    );
+}
+
+fn run_once(ctrd: &Containerd, runtime: &str, id: &str) -> Sample {
+    let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
+    // The outer shell's children CPU (cutime, cstime) is the workload's.
+    let script = format!(
+        "rm -rf /{id}; sh /bench/workload.sh /{id} > /{id}.out; cat /proc/$$/stat > /{id}.stat"
+    );
+    let started = Instant::now();
+    ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        "--rootfs",
+        &rootfs,
+        id,
+        "/bin/sh",
+        "-c",
+        &script,
+    ])
+    .expect_ok("ctr run -d");
+    let shims = leaks::shims_of(&ctrd.address);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = shims[0].pid;
+    assert!(
+        ctrd.wait_status(id, "STOPPED", Duration::from_secs(600)),
+        "{runtime}: the workload did not finish\n{}",
+        ctrd.log()
+    );
+    let wall = started.elapsed();
+    let shim_cpu = cpu_of(
+        &std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap(),
+        USER_TIME,
+    );
+    ctrd.remove(id);
+
+    let root = &ctrd.rootfs;
+    let workload_cpu = cpu_of(
+        &std::fs::read_to_string(root.join(format!("{id}.stat"))).unwrap(),
+        CHILDREN_TIME,
+    );
+    let out = std::fs::read_to_string(root.join(format!("{id}.out"))).unwrap();
+    let bytes_written = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("workload output: {out:?}"));
+    for leftover in [id.to_string(), format!("{id}.out"), format!("{id}.stat")] {
+        let path = root.join(leftover);
+        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    }
+    let (recording_bytes, events, gaps) = if runtime == DIFFKEEPER_RUNTIME {
+        recording_figures(ctrd, id)
+    } else {
+        (0, 0, 0)
+    };
+    Sample {
+        wall,
+        workload_cpu,
+        shim_cpu,
+        bytes_written,
+        recording_bytes,
+        events,
+        gaps,
+    }
+}
+
+/// Size, event count and gap count of container `id`'s recording.
+fn recording_figures(ctrd: &Containerd, id: &str) -> (u64, usize, usize) {
+    let dir = ctrd.recordings.join(&ctrd.namespace).join(id);
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "redb"))
+        .unwrap_or_else(|| panic!("no recording in {}", dir.display()));
+    let count = |extra: &[&str]| -> usize {
+        let out = Command::new(cli_binary().unwrap())
+            .arg("timeline")
+            .arg(&file)
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        events.len()
+    };
+    (
+        std::fs::metadata(&file).unwrap().len(),
+        count(&[]),
+        count(&["--op", "gap"]),
+    )
+}
+
+/// `/proc/*/stat` fields 14 and 15 (utime, stime: `USER_TIME`) or 16 and
+/// 17 (cutime, cstime: `CHILDREN_TIME`), added.
+fn cpu_of(stat: &str, first_field: usize) -> Duration {
+    // Fields are numbered from 1; the text after the command name starts
+    // with field 3.
+    let after_comm = &stat[stat.rfind(')').expect("stat line") + 2..];
+    let fields: Vec<u64> = after_comm
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields[first_field - 3] + fields[first_field - 2];
+    // SAFETY: sysconf has no memory effects.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+const USER_TIME: usize = 14;
+const CHILDREN_TIME: usize = 16;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
