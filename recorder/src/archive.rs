@@ -369,7 +369,7 @@ mod tests {
             keep: Some(2),
             ..Default::default()
         };
-        assert_eq!(names(keep), [old.clone()]);
+        assert_eq!(names(keep), std::slice::from_ref(&old));
         let age = Retention {
             max_age: Some(5 * day),
             ..Default::default()
@@ -384,7 +384,7 @@ mod tests {
             max_bytes: Some(210),
             ..Default::default()
         };
-        assert_eq!(names(bytes), [old.clone()]);
+        assert_eq!(names(bytes), std::slice::from_ref(&old));
         let bytes = Retention {
             max_bytes: Some(50),
             ..Default::default()
