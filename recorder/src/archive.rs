@@ -104,14 +104,14 @@ impl Archive {
     }
 
     /// Points `slot` at a recording still being written elsewhere.
-    pub fn link_active(&self, slot: &Path, live: &Path) -> Result<(), ArchiveError> {
+    pub fn link_active(slot: &Path, live: &Path) -> Result<(), ArchiveError> {
         std::os::unix::fs::symlink(live, slot).map_err(at("linking", slot))
     }
 
     /// Moves a closed recording into `slot` (replacing the symlink
     /// `link_active` left there), atomically when both are on one file
     /// system; otherwise copied, synced, then removed.
-    pub fn keep(&self, recording: &Path, slot: &Path) -> Result<(), ArchiveError> {
+    pub fn keep(recording: &Path, slot: &Path) -> Result<(), ArchiveError> {
         std::fs::set_permissions(recording, std::fs::Permissions::from_mode(0o600))
             .map_err(at("restricting", recording))?;
         match std::fs::rename(recording, slot) {
@@ -127,22 +127,6 @@ impl Archive {
             }
             Err(e) => Err(at("moving", recording)(e)),
         }
-    }
-
-    /// The slot whose symlink points at `live`, if any (to finish what a
-    /// killed shim started).
-    pub fn slot_linking_to(
-        &self,
-        namespace: &str,
-        container: &str,
-        live: &Path,
-    ) -> Option<PathBuf> {
-        let dir = self.root.join(namespace).join(container);
-        recordings_in(&dir)
-            .ok()?
-            .into_iter()
-            .rev()
-            .find(|slot| std::fs::read_link(slot).is_ok_and(|target| target == live))
     }
 
     /// Every recording, optionally of one namespace, sorted by namespace,
@@ -353,7 +337,7 @@ mod tests {
         let live = dir.path().join("live.redb");
         std::fs::write(&live, [0u8; 10]).unwrap();
         let active = archive.slot("ns", "b", now - 20 * day).unwrap();
-        archive.link_active(&active, &live).unwrap();
+        Archive::link_active(&active, &live).unwrap();
 
         let names = |rules: Retention| -> Vec<PathBuf> {
             let mut v: Vec<PathBuf> = archive
@@ -407,13 +391,9 @@ mod tests {
         let live = dir.path().join("bundle.redb");
         std::fs::write(&live, b"recording").unwrap();
         let slot = archive.slot("ns", "c", SystemTime::now()).unwrap();
-        archive.link_active(&slot, &live).unwrap();
-        assert_eq!(
-            archive.slot_linking_to("ns", "c", &live),
-            Some(slot.clone())
-        );
+        Archive::link_active(&slot, &live).unwrap();
         assert!(archive.list(None).unwrap()[0].active);
-        archive.keep(&live, &slot).unwrap();
+        Archive::keep(&live, &slot).unwrap();
         assert!(!live.exists() && !slot.is_symlink());
         assert_eq!(std::fs::read(&slot).unwrap(), b"recording");
         assert_eq!(

@@ -8,7 +8,7 @@
 //! of each container, the move to the recordings root), `instance` (containers and their
 //! processes), `helper` (the single-threaded process libcontainer runs
 //! in), `reaper`, `stdio`, `logging` (containerd's log URIs), `events`,
-//! `cgroup`, `spec` and `error`.
+//! `options` (containerd's runtime options), `cgroup`, `spec` and `error`.
 
 mod bootstrap;
 mod cgroup;
@@ -18,6 +18,7 @@ mod helper;
 mod instance;
 mod logging;
 mod observer;
+mod options;
 mod reaper;
 mod recording;
 mod service;

@@ -31,6 +31,8 @@ pub struct ContainerInfo {
     pub init_pid: i32,
     /// `annotations` from the bundle's spec (`io.diffkeeper.*` and others).
     pub annotations: HashMap<String, String>,
+    /// The node config file containerd's runtime options name, if any.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Why an observer refused a container.

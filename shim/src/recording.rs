@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -34,6 +35,9 @@ use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError}
 
 /// The recording's name inside the bundle while the container runs.
 pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
+/// A file in the bundle naming the recording's slot in the recordings
+/// root, for `delete` after a shim died (which knows no runtime options).
+const SLOT_NOTE: &str = "diffkeeper.slot";
 /// How long `before_start` waits for the recorder to watch (the first
 /// probe load on a host verifies the programs: about a second).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,7 +80,8 @@ impl FlightRecorder {
 
     /// The container's configuration; `Ok(None)`: record nothing.
     fn resolve(&self, info: &ContainerInfo) -> Result<Option<Config>, ObserverError> {
-        let node = match NodeConfig::load(&self.config_path) {
+        let path = info.config_path.as_deref().unwrap_or(&self.config_path);
+        let node = match NodeConfig::load(path) {
             Ok(node) => node,
             Err(err) => {
                 // A broken node file must not stop every container on the
@@ -127,7 +132,17 @@ impl FlightRecorder {
         let archive = Archive::new(&config.recordings_root);
         let slot = archive
             .slot(&info.namespace, &info.id, started)
-            .and_then(|slot| archive.link_active(&slot, &file).map(|()| slot));
+            .and_then(|slot| Archive::link_active(&slot, &file).map(|()| slot))
+            .and_then(|slot| {
+                let note = info.bundle.join(SLOT_NOTE);
+                std::fs::write(&note, slot.as_os_str().as_encoded_bytes())
+                    .map(|()| slot)
+                    .map_err(|source| diffkeeper_recorder::ArchiveError {
+                        what: "writing",
+                        path: note,
+                        source,
+                    })
+            });
         let slot = match slot {
             Ok(slot) => Some(slot),
             Err(err) => {
@@ -218,7 +233,7 @@ impl ContainerObserver for FlightRecorder {
             tracing::error!(id = %info.id, file = %running.file.display(), "recording lost with the bundle: no slot in the recordings root");
             return;
         };
-        match running.archive.keep(&running.file, slot) {
+        match Archive::keep(&running.file, slot) {
             Ok(()) => tracing::info!(id = %info.id, path = %slot.display(), "recording kept"),
             Err(err) => {
                 tracing::error!(id = %info.id, %err, "recording not moved out of the bundle")
@@ -246,28 +261,30 @@ fn apply_retention(archive: &Archive, config: &Config) {
 }
 
 /// For `delete` after a shim died: moves the recording it left in the
-/// bundle to the slot it linked, so the recording outlives the bundle. It
+/// bundle to the slot it noted, so the recording outlives the bundle. It
 /// ends at its last commit and says it was cut short.
 pub fn rescue(config_path: &Path, namespace: &str, id: &str, bundle: &Path) {
     let file = bundle.join(BUNDLE_RECORDING);
     if !file.exists() {
         return;
     }
-    let root = NodeConfig::load(config_path)
-        .map(|node| node.config.recordings_root)
-        .unwrap_or_else(|_| Config::default().recordings_root);
-    let archive = Archive::new(root);
-    let slot = archive
-        .slot_linking_to(namespace, id, &file)
-        .map(Ok)
-        .unwrap_or_else(|| archive.slot(namespace, id, SystemTime::now()));
-    match slot.and_then(|slot| archive.keep(&file, &slot).map(|()| slot)) {
+    let slot = match std::fs::read(bundle.join(SLOT_NOTE)) {
+        Ok(noted) => Ok(PathBuf::from(std::ffi::OsString::from_vec(noted))),
+        // The shim died before noting one: make one under the node root.
+        Err(_) => {
+            let root = NodeConfig::load(config_path)
+                .map(|node| node.config.recordings_root)
+                .unwrap_or_else(|_| Config::default().recordings_root);
+            Archive::new(root).slot(namespace, id, SystemTime::now())
+        }
+    };
+    let kept = slot.and_then(|slot| Archive::keep(&file, &slot).map(|()| slot));
+    match kept {
         Ok(slot) => eprintln!("recording of {id} cut short, kept at {}", slot.display()),
         Err(err) => eprintln!("recording of {id} lost with the bundle: {err}"),
     }
 }
 
-/// Creates the recording; its time zero is `started`, which is now.
 fn create_store(
     info: &ContainerInfo,
     config: &Config,

@@ -109,6 +109,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             return Err(Error::AlreadyExists(format!("container {id}")));
         }
         let bundle = PathBuf::from(&req.bundle);
+        let config_path = crate::options::config_path(req.options.as_ref())?;
         let bundle_spec = spec::prepare_bundle(&bundle, self.layout)?;
         let mounts: Vec<RootfsMount> = req
             .rootfs
@@ -145,6 +146,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             pid,
             stdio,
             mounted: !mounts.is_empty(),
+            config_path,
         };
         match self.attach(built, pending).await {
             Ok((instance, io)) => {
@@ -220,6 +222,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             cgroup_path: cgroup.path().to_owned(),
             init_pid: built.pid,
             annotations: built.spec.annotations,
+            config_path: built.config_path,
         };
         if let Err(err) = self.observer.before_start(&info).await {
             return Err((Error::Observer(err.to_string()), Some(cgroup)));
@@ -548,6 +551,8 @@ struct Built {
     stdio: StdioRequest,
     /// Whether the shim mounted the rootfs.
     mounted: bool,
+    /// The node config file the runtime options name.
+    config_path: Option<PathBuf>,
 }
 
 fn display_id(id: &str, exec_id: &str) -> String {

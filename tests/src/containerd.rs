@@ -77,6 +77,10 @@ impl Containerd {
 root = "{root}"
 state = "{state}"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
+# Debug: containerd then starts shims with -debug, and a failing test's
+# output (`log()`) shows what the shim did.
+[debug]
+  level = "debug"
 [grpc]
   address = "{address}"
 [ttrpc]

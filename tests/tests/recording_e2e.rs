@@ -439,7 +439,7 @@ fn diffkeeper_recorder_files(root: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_bad_annotation_fails_create_and_recording_can_be_switched_off() {
+fn annotations_and_runtime_options_configure_recording() {
     let Some(ctrd) = containerd() else { return };
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
     let run = |id: &str, annotation: &str| {
@@ -484,5 +484,37 @@ fn a_bad_annotation_fails_create_and_recording_can_be_switched_off() {
     assert!(
         diffkeeper_recorder_files(&ctrd.recordings).is_empty(),
         "no recording of a container with recording off"
+    );
+
+    // containerd's runtime options (`ctr --runtime-config-path`, `ConfigPath`
+    // in containerd's config) name another node config.
+    let elsewhere = ctrd.dir.join("elsewhere");
+    let config = ctrd.dir.join("elsewhere.toml");
+    std::fs::write(
+        &config,
+        format!("recordings-root = {:?}\n", elsewhere.display().to_string()),
+    )
+    .unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    ctrd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        DIFFKEEPER_RUNTIME,
+        "--runtime-config-path",
+        &config_arg,
+        "--rootfs",
+        &rootfs,
+        "other",
+        "/bin/sh",
+        "-c",
+        "echo x > /x",
+    ])
+    .expect_ok("run with runtime options");
+    assert_eq!(
+        diffkeeper_recorder_files(&elsewhere).len(),
+        1,
+        "{}",
+        ctrd.log()
     );
 }
