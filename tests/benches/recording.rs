@@ -10,8 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diffkeeper_tests::{
-    cli_binary, e2e_unavailable, leaks, skip, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME,
-    RUNTIMES,
+    cli_binary, containerd_or_skip, leaks, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
 };
 
 const ROUNDS: usize = 3;
@@ -31,11 +30,9 @@ struct Sample {
 }
 
 fn main() {
-    if let Some(reason) = e2e_unavailable() {
-        skip(&reason);
+    let Some(ctrd) = containerd_or_skip() else {
         return;
-    }
-    let ctrd = Containerd::start().expect("start containerd");
+    };
     std::fs::create_dir_all(ctrd.rootfs.join("bench")).unwrap();
     std::fs::write(ctrd.rootfs.join("bench/workload.sh"), WORKLOAD).unwrap();
 

@@ -7,7 +7,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use diffkeeper_tests::{
-    e2e_unavailable, leaks, skip, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
+    containerd_or_skip, leaks, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
 };
 
 const RUNS: usize = 30;
@@ -15,11 +15,9 @@ const WARMUP: usize = 3;
 const RESIDENT: usize = 5;
 
 fn main() {
-    if let Some(reason) = e2e_unavailable() {
-        skip(&reason);
+    let Some(ctrd) = containerd_or_skip() else {
         return;
-    }
-    let ctrd = Containerd::start().expect("start containerd");
+    };
 
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for round in 0..WARMUP + RUNS {

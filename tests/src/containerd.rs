@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use crate::binaries::shim_binary;
 use crate::image::busybox_rootfs;
+use crate::image::OciImage;
 use crate::leaks;
 
 /// How long one `ctr` call may take before the harness gives up on it.
@@ -191,6 +192,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .env("PATH", &self.path_env)
             .stdin(Stdio::null());
         collect(command)
+    }
+
+    /// Builds the test image from the busybox rootfs (see [`OciImage`])
+    /// and imports it as `docker.io/diffkeeper/busybox:e2e`.
+    pub fn import_test_image(&self) -> OciImage {
+        let image = OciImage::build(&self.rootfs, &self.dir, "docker.io/diffkeeper/busybox:e2e")
+            .expect("build the test image");
+        let archive = image.archive.to_string_lossy().into_owned();
+        self.ctr(&["images", "import", &archive])
+            .expect_ok("import");
+        image
     }
 
     /// `ctr run -d --runtime RUNTIME --rootfs <busybox> ID ARGS...`, which

@@ -20,3 +20,13 @@ pub const DIFFKEEPER_RUNTIME: &str = "io.containerd.diffkeeper.v1";
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// Both runtimes, ours first.
 pub const RUNTIMES: [&str; 2] = [DIFFKEEPER_RUNTIME, RUNC_RUNTIME];
+
+/// A private containerd for one test, or `None` (after printing why, or
+/// failing in CI) when this machine cannot run the end-to-end suites.
+pub fn containerd_or_skip() -> Option<Containerd> {
+    if let Some(reason) = e2e_unavailable() {
+        skip(&reason);
+        return None;
+    }
+    Some(Containerd::start().unwrap_or_else(|err| panic!("cannot start containerd: {err}")))
+}

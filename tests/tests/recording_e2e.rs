@@ -12,16 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diffkeeper_tests::{
-    cli_binary, e2e_unavailable, leaks, skip, Containerd, CtrOutput, OciImage, DIFFKEEPER_RUNTIME,
+    cli_binary, containerd_or_skip, leaks, Containerd, CtrOutput, DIFFKEEPER_RUNTIME,
 };
-
-fn containerd() -> Option<Containerd> {
-    if let Some(reason) = e2e_unavailable() {
-        skip(&reason);
-        return None;
-    }
-    Some(Containerd::start().unwrap_or_else(|err| panic!("cannot start containerd: {err}")))
-}
 
 /// Where the script notes the pid behind each change: never recorded.
 const PIDS_EXCLUDED: &str = "io.diffkeeper.exclude=/proc/**,/sys/**,/dev/**,/pids,/pids/**";
@@ -322,7 +314,9 @@ fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: i
 
 #[test]
 fn records_a_container_and_exports_its_past() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     let rootfs = ctrd.rootfs.clone();
     let rootfs_arg = rootfs.to_string_lossy().into_owned();
     check_scenario(&ctrd, "flaky", &["--rootfs", &rootfs_arg], || {
@@ -333,12 +327,10 @@ fn records_a_container_and_exports_its_past() {
 
 #[test]
 fn records_an_oci_image_container() {
-    let Some(ctrd) = containerd() else { return };
-    let image =
-        OciImage::build(&ctrd.rootfs, &ctrd.dir, "docker.io/diffkeeper/busybox:e2e").unwrap();
-    let archive = image.archive.to_string_lossy().into_owned();
-    ctrd.ctr(&["images", "import", &archive])
-        .expect_ok("import");
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
+    let image = ctrd.import_test_image();
     // The snapshot is gone after `--rm`; its tree was the image's (the
     // busybox rootfs and the image's marker) plus the mount point of
     // containerd's default /run tmpfs.
@@ -353,7 +345,9 @@ fn records_an_oci_image_container() {
 
 #[test]
 fn a_killed_shim_leaves_a_recording_that_verifies() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
     let script = "mkdir /kept; for i in 1 2 3 4 5; do echo $i > /kept/$i; done; sleep 600";
     ctrd.ctr(&[
@@ -440,7 +434,9 @@ fn diffkeeper_recorder_files(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn annotations_and_runtime_options_configure_recording() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
     let run = |id: &str, annotation: &str| {
         ctrd.ctr(&[

@@ -7,25 +7,13 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::{
-    e2e_unavailable, leaks, skip, Containerd, OciImage, DIFFKEEPER_RUNTIME, RUNTIMES,
-};
-
-/// Starts a containerd, or reports why this test is skipped.
-fn containerd() -> Option<Containerd> {
-    if let Some(reason) = e2e_unavailable() {
-        skip(&reason);
-        return None;
-    }
-    match Containerd::start() {
-        Ok(containerd) => Some(containerd),
-        Err(err) => panic!("cannot start containerd: {err}"),
-    }
-}
+use diffkeeper_tests::{containerd_or_skip, leaks, DIFFKEEPER_RUNTIME, RUNTIMES};
 
 #[test]
 fn runs_to_completion_with_stdout_and_exact_exit_codes() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     for runtime in RUNTIMES {
         let out = ctrd.run_rootfs(runtime, "ok", &["/bin/sh", "-c", "echo hello-stdout"]);
         assert_eq!(out.code, Some(0), "{runtime}: {out:?}\n{}", ctrd.log());
@@ -60,7 +48,9 @@ fn runs_to_completion_with_stdout_and_exact_exit_codes() {
 
 #[test]
 fn supplies_the_default_path_when_the_spec_has_none() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     // `ctr run --rootfs` puts no PATH in the spec; runc 1.1 then fails to
     // find a bare `sh`, our shim adds runc's documented default.
     let out = ctrd.run_rootfs(DIFFKEEPER_RUNTIME, "path", &["sh", "-c", "echo $PATH"]);
@@ -73,12 +63,10 @@ fn supplies_the_default_path_when_the_spec_has_none() {
 
 #[test]
 fn runs_an_imported_oci_image_on_overlayfs() {
-    let Some(ctrd) = containerd() else { return };
-    let image =
-        OciImage::build(&ctrd.rootfs, &ctrd.dir, "docker.io/diffkeeper/busybox:e2e").unwrap();
-    let archive = image.archive.to_string_lossy().into_owned();
-    ctrd.ctr(&["images", "import", &archive])
-        .expect_ok("import");
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
+    let image = ctrd.import_test_image();
     for runtime in RUNTIMES {
         let out = ctrd.ctr(&[
             "run", "--rm", "--runtime", runtime, &image.reference, "img",
@@ -92,7 +80,9 @@ fn runs_an_imported_oci_image_on_overlayfs() {
 
 #[test]
 fn exec_into_a_running_container() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     for runtime in RUNTIMES {
         ctrd.run_detached(runtime, "svc", &["/bin/sleep", "600"]);
         let out = ctrd.ctr(&[
@@ -117,7 +107,9 @@ fn exec_into_a_running_container() {
 
 #[test]
 fn terminal_with_run_t_and_exec_t() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     for runtime in RUNTIMES {
         let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
         let out = ctrd.ctr_with_tty(&[
@@ -156,7 +148,9 @@ fn terminal_with_run_t_and_exec_t() {
 
 #[test]
 fn ten_parallel_containers_leave_nothing_behind() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     for runtime in RUNTIMES {
         let ids: Vec<String> = (0..10).map(|i| format!("par{i}")).collect();
         thread::scope(|scope| {
@@ -243,7 +237,9 @@ fn ten_parallel_containers_leave_nothing_behind() {
 
 #[test]
 fn impossible_spec_fails_create_and_containerd_stays_healthy() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     // Lowering oom_score_adj needs CAP_SYS_RESOURCE; where the shim has it,
     // a spec asking for an unknown namespace is impossible instead.
     let spec = serde_json::json!({
@@ -313,7 +309,9 @@ fn caps_include_sys_resource() -> bool {
 
 #[test]
 fn publishes_task_events_in_containerds_order() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     for runtime in RUNTIMES {
         let mut events = ctrd
             .ctr_unbounded(&["events"])
@@ -352,7 +350,9 @@ fn publishes_task_events_in_containerds_order() {
 
 #[test]
 fn honours_seccomp_capabilities_and_cwd() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
     for runtime in RUNTIMES {
         let out = ctrd.ctr(&[
@@ -394,7 +394,9 @@ fn honours_seccomp_capabilities_and_cwd() {
 
 #[test]
 fn log_uris_send_output_to_a_file_or_a_logging_binary() {
-    let Some(ctrd) = containerd() else { return };
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let logger = dir.path().join("logger.sh");
     std::fs::write(
