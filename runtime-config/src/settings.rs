@@ -33,7 +33,9 @@ pub struct Config {
     pub restore_from: Option<String>,
     /// Node only: where finished recordings are kept.
     pub recordings_root: PathBuf,
-    /// Node only: the shared eBPF ring buffer's size.
+    /// Node only: each recorded container's eBPF ring buffer size (4 MiB:
+    /// measured 0 losses on the write-heavy benchmark; bigger costs start
+    /// latency and memory per container).
     pub ring_buffer_size: u64,
     /// Node only: the store's commit interval.
     pub commit_interval: Duration,
@@ -58,7 +60,7 @@ impl Default for Config {
             record_sandbox: false,
             restore_from: None,
             recordings_root: PathBuf::from(DEFAULT_RECORDINGS_ROOT),
-            ring_buffer_size: 16 << 20,
+            ring_buffer_size: 4 << 20,
             commit_interval: Duration::from_millis(100),
         }
     }
@@ -342,7 +344,7 @@ pub fn settings() -> &'static [Setting] {
         Setting {
             key: "ring-buffer-size",
             accepts: "a power of two between 64Ki and 1Gi, e.g. 16Mi",
-            help: "size of the shared eBPF ring buffer",
+            help: "size of each recorded container's eBPF ring buffer",
             node_only: true,
             apply: |c, v| {
                 let n = size(v)?;

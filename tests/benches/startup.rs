@@ -1,5 +1,7 @@
-//! Start-to-exit latency of `ctr run --rm ... /bin/true` and shim memory per
-//! container, for our runtime and runc's in the same run. Prints a table.
+//! Start-to-exit latency of `ctr run --rm ... /bin/true` under runc's shim
+//! and ours (recording, recording without the baseline scan, not
+//! recording), and shim memory per container, in the same run. Prints
+//! tables.
 //!
 //! `cargo bench -p diffkeeper-tests --bench startup` (root, containerd).
 
@@ -14,18 +16,41 @@ const RUNS: usize = 30;
 const WARMUP: usize = 3;
 const RESIDENT: usize = 5;
 
+/// Runtime, annotation, and how the table names it. runc first: the base.
+const VARIANTS: [(&str, Option<&str>, &str); 4] = [
+    (RUNC_RUNTIME, None, "io.containerd.runc.v2"),
+    (DIFFKEEPER_RUNTIME, None, "diffkeeper, recording (default)"),
+    (
+        DIFFKEEPER_RUNTIME,
+        Some("io.diffkeeper.baseline=none"),
+        "diffkeeper, recording without baseline",
+    ),
+    (
+        DIFFKEEPER_RUNTIME,
+        Some("io.diffkeeper.record=false"),
+        "diffkeeper, not recording",
+    ),
+];
+
 fn main() {
     let Some(ctrd) = containerd_or_skip() else {
         return;
     };
 
-    let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    // Alternate every variant each round so that drift on a shared
+    // machine hits all of them.
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); VARIANTS.len()];
     for round in 0..WARMUP + RUNS {
-        // Alternate runtimes so that drift on a shared machine hits both.
-        for (slot, runtime) in RUNTIMES.iter().enumerate() {
+        for (slot, (runtime, annotation, _)) in VARIANTS.iter().enumerate() {
+            let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
             let id = format!("b{slot}-{round}");
+            let mut args = vec!["run", "--rm", "--runtime", runtime];
+            if let Some(annotation) = annotation {
+                args.extend(["--annotation", annotation]);
+            }
+            args.extend(["--rootfs", &rootfs, &id, "/bin/true"]);
             let started = Instant::now();
-            let out = ctrd.run_rootfs(runtime, &id, &["/bin/true"]);
+            let out = ctrd.ctr(&args);
             let took = started.elapsed();
             assert!(out.success(), "{runtime}: {out:?}");
             if round >= WARMUP {
@@ -33,21 +58,26 @@ fn main() {
             }
         }
     }
-    let [ours, runc] = samples.map(median);
+    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let runc = ms(medians[0]);
+
+    println!();
+    println!("| `ctr run --rm /bin/true`, median of {RUNS} | time | ratio to runc |");
+    println!("|---|---|---|");
+    for ((_, _, name), median) in VARIANTS.iter().zip(&medians) {
+        println!(
+            "| {name} | {:.1} ms | {:.2} |",
+            ms(*median),
+            ms(*median) / runc
+        );
+    }
 
     let rss = RUNTIMES.map(|runtime| shim_rss_per_container(&ctrd, runtime));
-
     println!();
     println!("| metric | {DIFFKEEPER_RUNTIME} | {RUNC_RUNTIME} | ratio |");
     println!("|---|---|---|---|");
     println!(
-        "| `ctr run --rm /bin/true`, median of {RUNS} | {:.1} ms | {:.1} ms | {:.2} |",
-        ms(ours),
-        ms(runc),
-        ms(ours) / ms(runc)
-    );
-    println!(
-        "| shim RSS per container ({RESIDENT} running) | {:.1} MiB | {:.1} MiB | {:.2} |",
+        "| shim RSS per container ({RESIDENT} running, recording) | {:.1} MiB | {:.1} MiB | {:.2} |",
         rss[0],
         rss[1],
         rss[0] / rss[1]
