@@ -10,6 +10,7 @@
 
 use std::fs::DirBuilder;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -103,9 +104,20 @@ impl Archive {
         Ok(dir.join(recording_file_name(started)))
     }
 
-    /// Points `slot` at a recording still being written elsewhere.
+    /// Points `slot` at a recording still being written at `live`, and
+    /// notes the slot next to it (`<live>.slot`): whoever finishes a
+    /// recording its writer abandoned finds where it goes there, without
+    /// knowing the configuration that chose the root.
     pub fn link_active(slot: &Path, live: &Path) -> Result<(), ArchiveError> {
-        std::os::unix::fs::symlink(live, slot).map_err(at("linking", slot))
+        std::os::unix::fs::symlink(live, slot).map_err(at("linking", slot))?;
+        let note = slot_note(live);
+        std::fs::write(&note, slot.as_os_str().as_encoded_bytes()).map_err(at("writing", &note))
+    }
+
+    /// The slot [`Archive::link_active`] noted for `live`, if any.
+    pub fn noted_slot(live: &Path) -> Option<PathBuf> {
+        let noted = std::fs::read(slot_note(live)).ok()?;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(noted)))
     }
 
     /// Moves a closed recording into `slot` (replacing the symlink
@@ -114,6 +126,8 @@ impl Archive {
     pub fn keep(recording: &Path, slot: &Path) -> Result<(), ArchiveError> {
         std::fs::set_permissions(recording, std::fs::Permissions::from_mode(0o600))
             .map_err(at("restricting", recording))?;
+        // The note has served its purpose once the recording moves.
+        let _ = std::fs::remove_file(slot_note(recording));
         match std::fs::rename(recording, slot) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
@@ -267,6 +281,10 @@ pub fn recordings_in(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     Ok(files)
 }
 
+fn slot_note(live: &Path) -> PathBuf {
+    live.with_extension("slot")
+}
+
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(at("reading", dir))?
@@ -339,15 +357,10 @@ mod tests {
         let active = archive.slot("ns", "b", now - 20 * day).unwrap();
         Archive::link_active(&active, &live).unwrap();
 
+        // `expired` lists in `list` order: by container, then start.
         let names = |rules: Retention| -> Vec<PathBuf> {
-            let mut v: Vec<PathBuf> = archive
-                .expired(&rules, now)
-                .unwrap()
-                .into_iter()
-                .map(|a| a.path)
-                .collect();
-            v.sort();
-            v
+            let expired = archive.expired(&rules, now).unwrap();
+            expired.into_iter().map(|a| a.path).collect()
         };
         let keep = Retention {
             keep: Some(2),
@@ -358,11 +371,7 @@ mod tests {
             max_age: Some(5 * day),
             ..Default::default()
         };
-        assert_eq!(names(age), {
-            let mut v = vec![old.clone(), other.clone()];
-            v.sort();
-            v
-        });
+        assert_eq!(names(age), [old.clone(), other.clone()]);
         // Per container: `a` holds 300 bytes, `b` 110 (10 of them live).
         let bytes = Retention {
             max_bytes: Some(210),
@@ -373,11 +382,10 @@ mod tests {
             max_bytes: Some(50),
             ..Default::default()
         };
-        assert_eq!(names(bytes), {
-            let mut v = vec![old.clone(), mid.clone(), new.clone(), other.clone()];
-            v.sort();
-            v
-        });
+        assert_eq!(
+            names(bytes),
+            [old.clone(), mid.clone(), new.clone(), other.clone()]
+        );
         assert!(names(Retention::default()).is_empty());
 
         std::fs::remove_file(&live).unwrap();
@@ -392,9 +400,15 @@ mod tests {
         std::fs::write(&live, b"recording").unwrap();
         let slot = archive.slot("ns", "c", SystemTime::now()).unwrap();
         Archive::link_active(&slot, &live).unwrap();
+        assert_eq!(Archive::noted_slot(&live), Some(slot.clone()));
         assert!(archive.list(None).unwrap()[0].active);
         Archive::keep(&live, &slot).unwrap();
         assert!(!live.exists() && !slot.is_symlink());
+        assert_eq!(
+            Archive::noted_slot(&live),
+            None,
+            "the note goes with the move"
+        );
         assert_eq!(std::fs::read(&slot).unwrap(), b"recording");
         assert_eq!(
             std::fs::metadata(&slot).unwrap().permissions().mode() & 0o777,

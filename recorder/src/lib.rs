@@ -34,11 +34,17 @@ pub use filter::PathFilter;
 pub use root::{RootView, Snapshot};
 pub use session::{Session, SessionOptions};
 
-/// What a recording made with the eBPF probe cannot see (docs/probe.md,
-/// docs/recording.md); kept in each recording's metadata and shown by
-/// `diffkeeper timeline`.
-pub const EBPF_LIMITS: &[&str] = &[
-    "writes through io_uring",
-    "stores through a shared mapping until msync, close or the debounce",
-    "a file created and removed faster than the recorder can read it (only the removal)",
-];
+/// How a recording made with the eBPF probe is captured, with what it
+/// cannot see (docs/probe.md, docs/recording.md); kept in each recording's
+/// metadata and shown by `diffkeeper timeline`.
+pub fn ebpf_capture() -> diffkeeper_store::Capture {
+    const BLIND_SPOTS: &[&str] = &[
+        "writes through io_uring",
+        "stores through a shared mapping until msync, close or the debounce",
+        "a file created and removed faster than the recorder can read it (only the removal)",
+    ];
+    diffkeeper_store::Capture {
+        backend: "ebpf".into(),
+        limits: BLIND_SPOTS.iter().map(|s| s.to_string()).collect(),
+    }
+}

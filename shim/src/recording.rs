@@ -16,18 +16,18 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use diffkeeper_probe::{Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    run as drive, Archive, BaselineScan, PathFilter, RootView, Session, SessionOptions, EBPF_LIMITS,
+    ebpf_capture, run as drive, Archive, BaselineScan, PathFilter, RootView, Session,
+    SessionOptions,
 };
 use diffkeeper_runtime_config::{BaselineMode, Config, FailurePolicy, NodeConfig};
 use diffkeeper_store::{
-    monotonic_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
+    monotonic_now_ns, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
 };
 use tokio::sync::oneshot;
 
@@ -35,9 +35,6 @@ use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError}
 
 /// The recording's name inside the bundle while the container runs.
 pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
-/// A file in the bundle naming the recording's slot in the recordings
-/// root, for `delete` after a shim died (which knows no runtime options).
-const SLOT_NOTE: &str = "diffkeeper.slot";
 /// How long `before_start` waits for the recorder to watch (the first
 /// probe load on a host verifies the programs: about a second).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,7 +56,6 @@ pub struct FlightRecorder {
 /// One container's recording, from `before_start` to `on_delete`.
 struct Running {
     file: PathBuf,
-    archive: Archive,
     /// The slot in the recordings root, holding a symlink to `file`.
     slot: Option<PathBuf>,
     config: Config,
@@ -129,20 +125,9 @@ impl FlightRecorder {
                 ))
             }
         };
-        let archive = Archive::new(&config.recordings_root);
-        let slot = archive
+        let slot = Archive::new(&config.recordings_root)
             .slot(&info.namespace, &info.id, started)
-            .and_then(|slot| Archive::link_active(&slot, &file).map(|()| slot))
-            .and_then(|slot| {
-                let note = info.bundle.join(SLOT_NOTE);
-                std::fs::write(&note, slot.as_os_str().as_encoded_bytes())
-                    .map(|()| slot)
-                    .map_err(|source| diffkeeper_recorder::ArchiveError {
-                        what: "writing",
-                        path: note,
-                        source,
-                    })
-            });
+            .and_then(|slot| Archive::link_active(&slot, &file).map(|()| slot));
         let slot = match slot {
             Ok(slot) => Some(slot),
             Err(err) => {
@@ -152,7 +137,6 @@ impl FlightRecorder {
         };
         Ok(Running {
             file,
-            archive,
             slot,
             config,
             stop: Some(stop_tx),
@@ -239,7 +223,10 @@ impl ContainerObserver for FlightRecorder {
                 tracing::error!(id = %info.id, %err, "recording not moved out of the bundle")
             }
         }
-        apply_retention(&running.archive, &running.config);
+        apply_retention(
+            &Archive::new(&running.config.recordings_root),
+            &running.config,
+        );
     }
 }
 
@@ -268,10 +255,10 @@ pub fn rescue(config_path: &Path, namespace: &str, id: &str, bundle: &Path) {
     if !file.exists() {
         return;
     }
-    let slot = match std::fs::read(bundle.join(SLOT_NOTE)) {
-        Ok(noted) => Ok(PathBuf::from(std::ffi::OsString::from_vec(noted))),
+    let slot = match Archive::noted_slot(&file) {
+        Some(slot) => Ok(slot),
         // The shim died before noting one: make one under the node root.
-        Err(_) => {
+        None => {
             let root = NodeConfig::load(config_path)
                 .map(|node| node.config.recordings_root)
                 .unwrap_or_else(|_| Config::default().recordings_root);
@@ -310,10 +297,7 @@ fn create_store(
         },
         started_unix_ns,
         mono_base_ns: monotonic_now_ns(),
-        capture: Capture {
-            backend: "ebpf".into(),
-            limits: EBPF_LIMITS.iter().map(|s| s.to_string()).collect(),
-        },
+        capture: ebpf_capture(),
         labels: info
             .annotations
             .iter()

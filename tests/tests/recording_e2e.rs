@@ -398,7 +398,7 @@ fn a_killed_shim_leaves_a_recording_that_verifies() {
     }
     ctrd.remove("victim");
 
-    let recordings = diffkeeper_recorder_files(&ctrd.recordings);
+    let recordings = recording_files(&ctrd.recordings);
     assert_eq!(recordings.len(), 1, "{recordings:?}\n{}", ctrd.log());
     assert!(!recordings[0].is_symlink(), "moved out of the bundle");
     let verify = cli.run(&["verify", "victim", "-n", &ctrd.namespace]);
@@ -416,7 +416,7 @@ fn a_killed_shim_leaves_a_recording_that_verifies() {
 }
 
 /// Every file or link under a recordings root.
-fn diffkeeper_recorder_files(root: &Path) -> Vec<PathBuf> {
+fn recording_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for ns in std::fs::read_dir(root).into_iter().flatten().flatten() {
         for container in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
@@ -478,7 +478,7 @@ fn annotations_and_runtime_options_configure_recording() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(ctrd.rootfs.join("ran").exists());
     assert!(
-        diffkeeper_recorder_files(&ctrd.recordings).is_empty(),
+        recording_files(&ctrd.recordings).is_empty(),
         "no recording of a container with recording off"
     );
 
@@ -507,10 +507,5 @@ fn annotations_and_runtime_options_configure_recording() {
         "echo x > /x",
     ])
     .expect_ok("run with runtime options");
-    assert_eq!(
-        diffkeeper_recorder_files(&elsewhere).len(),
-        1,
-        "{}",
-        ctrd.log()
-    );
+    assert_eq!(recording_files(&elsewhere).len(), 1, "{}", ctrd.log());
 }

@@ -12,7 +12,7 @@ use diffkeeper_recorder::{
     Session, SessionOptions,
 };
 use diffkeeper_store::{
-    monotonic_now_ns, unix_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Subject,
+    monotonic_now_ns, unix_now_ns, Recorder, RecorderOptions, RecordingMeta, Subject,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -61,13 +61,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         },
         started_unix_ns: unix_now_ns(),
         mono_base_ns: monotonic_now_ns(),
-        capture: Capture {
-            backend: "ebpf".into(),
-            limits: diffkeeper_recorder::EBPF_LIMITS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        },
+        capture: diffkeeper_recorder::ebpf_capture(),
         labels: [(
             "cwd".to_string(),
             std::env::current_dir()?.display().to_string(),
