@@ -1,7 +1,9 @@
 //! A private containerd 1.6 for one test, torn down by `Drop`.
 
 use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,12 +13,10 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::binaries::shim_binary;
+use crate::bounded::{self, read_all, Running, CTR_TIMEOUT};
 use crate::image::busybox_rootfs;
 use crate::image::OciImage;
 use crate::leaks;
-
-/// How long one `ctr` call may take before the harness gives up on it.
-const CTR_TIMEOUT_SECS: u32 = 60;
 
 /// Output of a `ctr` invocation.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// takes longer than a minute.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("timeout");
-        command.args(["-k", "5", &CTR_TIMEOUT_SECS.to_string(), "ctr"]);
+        command.args(["-k", "5", &CTR_TIMEOUT.as_secs().to_string(), "ctr"]);
         self.ctr_args(&mut command, args);
         command
     }
@@ -173,25 +173,64 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stdin(Stdio::null());
     }
 
-    /// Runs `ctr` with `args` and collects its output.
+    /// Runs `ctr` with `args` and collects its output; a call that hangs
+    /// is reported and killed (see [`crate::bounded`]).
     pub fn ctr(&self, args: &[&str]) -> CtrOutput {
-        collect(self.ctr_command(args))
+        let spawned = self
+            .ctr_unbounded(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(|mut child| Running {
+                stdout: read_all(child.stdout.take().expect("piped stdout")),
+                stderr: Some(read_all(child.stderr.take().expect("piped stderr"))),
+                child,
+            });
+        self.finish(spawned)
     }
 
-    /// Runs `ctr` with `args` under a pseudo-terminal (`script`).
+    /// Runs `ctr` with `args` on a pseudo-terminal of its own (stdin,
+    /// stdout and stderr, and its controlling terminal), as from a user's
+    /// shell; `stdout` holds what the terminal showed.
     pub fn ctr_with_tty(&self, args: &[&str]) -> CtrOutput {
-        let inner = self
-            .ctr_command(args)
-            .get_args()
-            .map(|a| shell_quote(&a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut command = Command::new("script");
-        command
-            .args(["-qec", &format!("timeout {inner}"), "/dev/null"])
-            .env("PATH", &self.path_env)
-            .stdin(Stdio::null());
-        collect(command)
+        let spawned = open_pty().and_then(|(master, terminal)| {
+            let mut command = self.ctr_unbounded(args);
+            command
+                .stdin(terminal.try_clone()?)
+                .stdout(terminal.try_clone()?)
+                .stderr(terminal);
+            // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the
+            // terminal set up above.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn()?;
+            // `command` (dropped here) held the last terminal fds of ours, so
+            // the master reads EIO once ctr is gone.
+            drop(command);
+            Ok(Running {
+                child,
+                stdout: read_all(fs::File::from(master)),
+                stderr: None,
+            })
+        });
+        self.finish(spawned)
+    }
+
+    fn finish(&self, spawned: std::io::Result<Running>) -> CtrOutput {
+        match spawned {
+            Ok(running) => bounded::finish(running, self.child.id(), &self.log_path()),
+            Err(err) => CtrOutput {
+                code: None,
+                stdout: String::new(),
+                stderr: format!("spawn ctr: {err}"),
+            },
+        }
     }
 
     /// Builds the test image from the busybox rootfs (see [`OciImage`])
@@ -259,7 +298,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// containerd's log so far (shim logs included).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("containerd.log")
     }
 
     /// Whether containerd still answers.
@@ -301,21 +344,23 @@ impl Drop for Containerd {
     }
 }
 
-fn collect(mut command: Command) -> CtrOutput {
-    match command.output() {
-        Ok(out) => CtrOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-        Err(err) => CtrOutput {
-            code: None,
-            stdout: String::new(),
-            stderr: err.to_string(),
-        },
+/// A new pseudo-terminal: (master, terminal).
+fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut terminal) = (-1, -1);
+    // SAFETY: openpty writes two fds into the locals; name, termios and
+    // winsize may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-}
-
-fn shell_quote(arg: &str) -> String {
-    format!("'{}'", arg.replace('\'', r"'\''"))
+    // SAFETY: both fds were just opened and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(terminal)) })
 }

@@ -4,6 +4,7 @@
 //! test panics.
 
 pub mod binaries;
+pub mod bounded;
 pub mod containerd;
 pub mod image;
 pub mod leaks;
