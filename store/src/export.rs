@@ -1,14 +1,16 @@
-//! Materialising a moment as a directory tree.
+//! Materialising a moment as a directory tree: `export` into a new
+//! directory, `restore_into` over an existing root (a new container's).
 //!
 //! Safety: every entry is created relative to a directory file descriptor
 //! opened with `O_NOFOLLOW` one component at a time, starting from the
 //! target. A path can therefore never climb out (`..` is rejected by
 //! [`RecPath`] anyway) nor pass through a symlink — not even one the export
-//! itself just created. Files are created with `O_EXCL`, so nothing that
-//! already exists is overwritten.
+//! itself just created. Export creates files with `O_EXCL`, so nothing
+//! that already exists is overwritten; restore removes what stands at a
+//! path (unlinking, never following) before creating the recorded entry.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use crate::error::{contained, Error, Result};
 use crate::path::RecPath;
-use crate::recording::Recording;
+use crate::recording::{Recording, StoredContent};
 use crate::state::{Node, NodeKind};
 use crate::time::Moment;
 
@@ -48,6 +50,18 @@ pub struct ExportReport {
 pub struct ExportProgress {
     pub bytes_done: u64,
     pub bytes_total: u64,
+}
+
+/// What a restore changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Files, directories and symlinks written (changed since the baseline).
+    pub written: u64,
+    /// Entries removed (deleted since the baseline).
+    pub removed: u64,
+    pub bytes: u64,
+    /// Gaps at or before the moment: the state may be wrong near them.
+    pub gaps: u64,
 }
 
 impl Recording {
@@ -84,54 +98,121 @@ impl Recording {
                 .iter()
                 .filter_map(|(_, n)| n.content().map(|c| c.size))
                 .sum();
-            let reader = self.content_reader()?;
-            let mut writer = TreeWriter {
-                target: target.to_path_buf(),
-                root,
-                open_dirs: Vec::new(),
-                deferred_dir_modes: Vec::new(),
-                options: options.clone(),
+            let reader = RecordedContent {
+                recording: self,
+                reader: self.content_reader()?,
             };
+            let mut writer = TreeWriter::new(target, root, options.preserve_owner, false);
             let mut report = ExportReport {
                 gaps: snapshot.gaps.len() as u64,
                 ..ExportReport::default()
             };
             for (path, node) in entries {
-                match &node.kind {
-                    NodeKind::File(content) => {
-                        let data = match reader.read(content) {
-                            Ok(data) => data,
-                            Err(_) if !self.has_content(content)? => {
-                                report.skipped.push((
-                                    path.clone(),
-                                    "content not recorded (manifest-only baseline)".into(),
-                                ));
-                                continue;
-                            }
-                            Err(fault) => return Err(self.fault(content, fault)),
-                        };
-                        writer.file(path, node, &data)?;
+                match writer.entry(&reader, path, node)? {
+                    Written::Content(bytes) => {
                         report.files += 1;
-                        report.bytes += data.len() as u64;
+                        report.bytes += bytes;
                         progress(ExportProgress {
                             bytes_done: report.bytes,
                             bytes_total,
                         });
                     }
-                    NodeKind::Dir => {
-                        writer.dir(path, node)?;
-                        report.dirs += 1;
-                    }
-                    NodeKind::Symlink(link_target) => {
-                        writer.symlink(path, node, link_target)?;
-                        report.symlinks += 1;
-                    }
+                    Written::Dir => report.dirs += 1,
+                    Written::Symlink => report.symlinks += 1,
+                    Written::NoContent => report.skipped.push((
+                        path.clone(),
+                        "content not recorded (manifest-only baseline)".into(),
+                    )),
                 }
             }
             writer.finish()?;
             Ok(report)
         })
     }
+}
+
+impl Recording {
+    /// Makes the tree under `root` hold this recording's state at `moment`,
+    /// given that it starts as the recording's baseline (a new container
+    /// of the same image): what was deleted since the baseline is removed,
+    /// what changed or appeared is written over whatever stands there, with
+    /// the recorded owners and modes. Refuses, before touching anything, a
+    /// state with a file whose content was not recorded.
+    pub fn restore_into(&self, moment: &Moment, root: &Path) -> Result<RestoreReport> {
+        contained(self.path(), || {
+            let snapshot = self.state_at(moment)?;
+            let changed: Vec<(&RecPath, &Node)> = snapshot
+                .state
+                .iter()
+                .filter(|(path, node)| snapshot.baseline.get(path) != Some(*node))
+                .collect();
+            for (path, node) in &changed {
+                if let Some(content) = node.content() {
+                    if !self.has_content(content)? {
+                        return Err(Error::ExportTarget {
+                            path: root.to_path_buf(),
+                            reason: format!(
+                                "the recording has no content for {path} (larger than \
+                                 max-file-size when recorded); its state cannot be restored exactly"
+                            ),
+                        });
+                    }
+                }
+            }
+            let fd = rfs::open(
+                root,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::io(root, e.into()))?;
+            let mut writer = TreeWriter::new(root, fd, true, true);
+            let mut report = RestoreReport {
+                gaps: snapshot.gaps.len() as u64,
+                ..RestoreReport::default()
+            };
+            // Paths arrive sorted, so a deleted directory comes before its
+            // children, which go with it.
+            let mut removed_dir: Option<&RecPath> = None;
+            for (path, _) in snapshot.baseline.iter() {
+                if snapshot.state.get(path).is_some()
+                    || removed_dir.is_some_and(|dir| path.is_within(dir))
+                {
+                    continue;
+                }
+                writer.remove(path)?;
+                report.removed += 1;
+                removed_dir = Some(path);
+            }
+            let reader = RecordedContent {
+                recording: self,
+                reader: self.content_reader()?,
+            };
+            for (path, node) in changed {
+                if let Written::Content(bytes) = writer.entry(&reader, path, node)? {
+                    report.bytes += bytes;
+                }
+                report.written += 1;
+            }
+            writer.finish()?;
+            Ok(report)
+        })
+    }
+}
+
+/// Reads recorded content for a [`TreeWriter`].
+struct RecordedContent<'r> {
+    recording: &'r Recording,
+    reader: StoredContent,
+}
+
+/// What [`TreeWriter::entry`] did.
+enum Written {
+    /// A file with this many bytes.
+    Content(u64),
+    /// Nothing: the file's content was not recorded.
+    NoContent,
+    Dir,
+    Symlink,
 }
 
 fn open_target(target: &Path) -> Result<OwnedFd> {
@@ -169,15 +250,78 @@ struct TreeWriter {
     /// Directory modes are applied last, so a read-only directory does not
     /// block writing its children.
     deferred_dir_modes: Vec<(RecPath, u32, u32, u32)>,
-    options: ExportOptions,
+    preserve_owner: bool,
+    /// Replace what stands at a path (restore) instead of refusing to
+    /// (export).
+    replace: bool,
 }
 
 /// Directories created only because a recorded entry lives below them.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
 impl TreeWriter {
+    fn new(target: &Path, root: OwnedFd, preserve_owner: bool, replace: bool) -> TreeWriter {
+        TreeWriter {
+            target: target.to_path_buf(),
+            root,
+            open_dirs: Vec::new(),
+            deferred_dir_modes: Vec::new(),
+            preserve_owner,
+            replace,
+        }
+    }
+
+    /// Writes one recorded entry.
+    fn entry(&mut self, content: &RecordedContent, path: &RecPath, node: &Node) -> Result<Written> {
+        match &node.kind {
+            NodeKind::File(file) => {
+                let data = match content.reader.read(file) {
+                    Ok(data) => data,
+                    Err(_) if !content.recording.has_content(file)? => {
+                        return Ok(Written::NoContent)
+                    }
+                    Err(fault) => return Err(content.recording.fault(file, fault)),
+                };
+                self.file(path, node, &data)?;
+                Ok(Written::Content(data.len() as u64))
+            }
+            NodeKind::Dir => {
+                self.dir(path, node)?;
+                Ok(Written::Dir)
+            }
+            NodeKind::Symlink(link_target) => {
+                self.symlink(path, node, link_target)?;
+                Ok(Written::Symlink)
+            }
+        }
+    }
+
+    /// Removes `path` (a whole directory tree), if it exists.
+    fn remove(&mut self, path: &RecPath) -> Result<()> {
+        let host = self.host_path(path);
+        let name = path.components().last().expect("a RecPath has a component");
+        let parent = match path.parent() {
+            None => self.root.try_clone().map_err(|e| Error::io(&host, e))?,
+            Some(parent) => match self.walk(&parent) {
+                Ok(fd) => fd,
+                // Its directory is not there: neither is it.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.open_dirs.clear();
+        remove_entry(parent.as_fd(), name).map_err(|e| Error::io(&host, e.into()))
+    }
+
     fn file(&mut self, path: &RecPath, node: &Node, data: &[u8]) -> Result<()> {
+        let host = self.host_path(path);
+        let replace = self.replace;
         let (parent, name) = self.parent_of(path)?;
+        if replace {
+            remove_entry(parent, name).map_err(|e| Error::io(&host, e.into()))?;
+        }
         let fd = rfs::openat(
             parent,
             name,
@@ -188,7 +332,7 @@ impl TreeWriter {
         let mut file = std::fs::File::from(fd);
         file.write_all(data)
             .map_err(|e| Error::io(&self.host_path(path), e))?;
-        if self.options.preserve_owner {
+        if self.preserve_owner {
             rfs::fchown(&file, Some(uid(node.uid)), Some(gid(node.gid)))
                 .map_err(|e| self.error(path, e))?;
         }
@@ -198,18 +342,38 @@ impl TreeWriter {
     }
 
     fn dir(&mut self, path: &RecPath, node: &Node) -> Result<()> {
+        let host = self.host_path(path);
+        let replace = self.replace;
         let (parent, name) = self.parent_of(path)?;
-        rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(|e| self.error(path, e))?;
+        let mode = Mode::from_raw_mode(0o700);
+        match rfs::mkdirat(parent, name, mode) {
+            // A directory already there is kept with its contents; its mode
+            // is set below like a new one's.
+            Err(rustix::io::Errno::EXIST) if replace => {
+                let existing = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io(&host, e.into()))?;
+                if rfs::FileType::from_raw_mode(existing.st_mode) != rfs::FileType::Directory {
+                    remove_entry(parent, name).map_err(|e| Error::io(&host, e.into()))?;
+                    rfs::mkdirat(parent, name, mode).map_err(|e| Error::io(&host, e.into()))?;
+                }
+            }
+            result => result.map_err(|e| Error::io(&host, e.into()))?,
+        }
         self.deferred_dir_modes
             .push((path.clone(), node.mode, node.uid, node.gid));
         Ok(())
     }
 
     fn symlink(&mut self, path: &RecPath, node: &Node, link_target: &[u8]) -> Result<()> {
+        let host = self.host_path(path);
+        let replace = self.replace;
         let (parent, name) = self.parent_of(path)?;
+        if replace {
+            remove_entry(parent, name).map_err(|e| Error::io(&host, e.into()))?;
+        }
         let link_target = std::ffi::OsStr::from_bytes(link_target);
-        rfs::symlinkat(link_target, parent, name).map_err(|e| self.error(path, e))?;
-        if self.options.preserve_owner {
+        rfs::symlinkat(link_target, parent, name).map_err(|e| Error::io(&host, e.into()))?;
+        if self.preserve_owner {
             let parent = self
                 .open_dirs
                 .last()
@@ -232,7 +396,7 @@ impl TreeWriter {
         let deferred = std::mem::take(&mut self.deferred_dir_modes);
         for (path, mode, owner, group) in deferred.into_iter().rev() {
             let fd = self.walk(&path)?;
-            if self.options.preserve_owner {
+            if self.preserve_owner {
                 rfs::fchown(&fd, Some(uid(owner)), Some(gid(group)))
                     .map_err(|e| self.error(&path, e))?;
             }
@@ -333,7 +497,7 @@ impl TreeWriter {
     }
 
     fn mode(&self, mode: u32) -> u32 {
-        if self.options.preserve_owner {
+        if self.preserve_owner {
             mode & 0o7777
         } else {
             mode & 0o1777
@@ -347,6 +511,32 @@ impl TreeWriter {
 
     fn error(&self, path: &RecPath, e: rustix::io::Errno) -> Error {
         Error::io(&self.host_path(path), e.into())
+    }
+}
+
+/// Removes the entry `name` in `parent`, a directory with everything in
+/// it; never follows a symlink. Absent is fine.
+fn remove_entry(parent: BorrowedFd, name: &[u8]) -> rustix::io::Result<()> {
+    match rfs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::ISDIR) => {
+            let dir = rfs::openat(
+                parent,
+                name,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let names: Vec<Vec<u8>> = rfs::Dir::read_from(&dir)?
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_bytes().to_vec())
+                .filter(|name| name != b"." && name != b"..")
+                .collect();
+            for child in names {
+                remove_entry(dir.as_fd(), &child)?;
+            }
+            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)
+        }
+        Err(e) => Err(e),
     }
 }
 

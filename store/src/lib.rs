@@ -5,7 +5,8 @@
 //!   content-addressed ([`ContentRef`]) with the cheapest honest encoding
 //!   (append tail, zstd/bsdiff patch, content-defined chunks, or whole).
 //! - Read side: [`Recording`] answers `timeline`, `state_at`, `cat`, `diff`,
-//!   `export` and `verify`, on finished, crashed or still-running recordings.
+//!   `export`, `restore_into` and `verify`, on finished, crashed or
+//!   still-running recordings.
 //! - Shared vocabulary: [`RecPath`], [`TimeSpec`]/[`Moment`], [`FsState`].
 //!
 //! The byte layout is in [`format`] and `docs/recording-format.md`.
@@ -26,7 +27,7 @@ mod verify;
 pub use content::{content_id, ContentId, ContentRef, EncodingPolicy, EncodingStats, PatchEngine};
 pub use error::{Error, Result};
 pub use event::{Actor, Event, Op, OpKind};
-pub use export::{ExportOptions, ExportProgress, ExportReport};
+pub use export::{ExportOptions, ExportProgress, ExportReport, RestoreReport};
 pub use meta::{
     BaselineMode, BaselineStatus, Capture, RecordingMeta, RecordingState, Status, Subject,
 };

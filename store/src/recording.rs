@@ -17,6 +17,8 @@ use crate::time::{format_offset, Moment, TimeSpec};
 
 type Bytes32Table = ReadOnlyTable<&'static [u8; 32], &'static [u8]>;
 type PacksTable = ReadOnlyTable<u64, &'static [u8]>;
+/// A reader of a finished or live recording's content tables.
+pub(crate) type StoredContent = ContentReader<Bytes32Table, Bytes32Table, PacksTable>;
 
 /// A recording opened for reading. Cheap to open; every query runs in its
 /// own read transaction, so a recording still being written shows each new
@@ -247,6 +249,17 @@ impl Recording {
     /// before the start and event numbers not recorded; times after the end
     /// of a finished recording are its end.
     pub fn resolve(&self, spec: &TimeSpec) -> Result<Moment> {
+        self.resolve_in_range(spec, true)
+    }
+
+    /// [`Recording::resolve`] that also refuses a time after a finished
+    /// recording's end (`latest` is its final state): for acting on a
+    /// state, as restore does, rather than reading it.
+    pub fn resolve_within(&self, spec: &TimeSpec) -> Result<Moment> {
+        self.resolve_in_range(spec, false)
+    }
+
+    fn resolve_in_range(&self, spec: &TimeSpec, past_end_is_end: bool) -> Result<Moment> {
         let out_of_range = |reason: String| Error::TimeOutOfRange {
             input: spec.to_string(),
             reason,
@@ -287,13 +300,16 @@ impl Recording {
         // is its final state (a crash is often asked about "at 5s" when the
         // container died at 4.2s), and the label says so.
         if let Some(end) = end_ns.filter(|end| until_ns > *end) {
+            let end_offset = format_offset(Duration::from_nanos(end - base));
+            if !past_end_is_end {
+                return Err(out_of_range(format!(
+                    "the recording ends at {end_offset} (`latest` is its final state)"
+                )));
+            }
             return Ok(Moment {
                 until_ns: Some(end),
                 until_seq: None,
-                label: format!(
-                    "{spec} (after the end at {}: the final state)",
-                    format_offset(Duration::from_nanos(end - base))
-                ),
+                label: format!("{spec} (after the end at {end_offset}: the final state)"),
             });
         }
         Ok(Moment {
@@ -393,9 +409,7 @@ impl Recording {
         self.db.begin_read().map_err(|e| self.storage(e))
     }
 
-    pub(crate) fn content_reader(
-        &self,
-    ) -> Result<ContentReader<Bytes32Table, Bytes32Table, PacksTable>> {
+    pub(crate) fn content_reader(&self) -> Result<StoredContent> {
         let txn = self.begin()?;
         Ok(ContentReader {
             content: txn.open_table(CONTENT).map_err(|e| self.storage(e))?,

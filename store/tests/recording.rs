@@ -315,3 +315,94 @@ fn recordings_are_private() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn restore_applies_the_state_at_a_moment_over_the_baseline_tree() {
+    use diffkeeper_store::Node;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let (dir, file) = temp_recording();
+    let mut rec = recorder(&file);
+    let baseline_file = |rec: &mut diffkeeper_store::Recorder, path: &str, data: &[u8]| {
+        let content = rec.store_content(&p(path), data).unwrap();
+        rec.add_baseline(p(path), Node::file(content, 0o644))
+            .unwrap();
+    };
+    for dir in ["/etc", "/bin", "/var", "/var/cache"] {
+        rec.add_baseline(p(dir), Node::dir(0o755)).unwrap();
+    }
+    baseline_file(&mut rec, "/etc/hosts", b"127.0.0.1 localhost\n");
+    baseline_file(&mut rec, "/bin/sh", b"\x7fELF");
+    baseline_file(&mut rec, "/var/cache/index", b"old index");
+    rec.add_baseline(p("/bin/ls"), Node::symlink(b"sh".to_vec()))
+        .unwrap();
+    write(&mut rec, 5, "/etc/hosts", b"10.0.0.1 db\n");
+    for (ms, op) in [
+        (10, Op::Unlink { path: p("/bin/ls") }),
+        (
+            11,
+            Op::Unlink {
+                path: p("/var/cache/index"),
+            },
+        ),
+        (
+            12,
+            Op::Rmdir {
+                path: p("/var/cache"),
+            },
+        ),
+        (
+            13,
+            Op::Mkdir {
+                path: p("/data"),
+                mode: 0o750,
+            },
+        ),
+    ] {
+        rec.record(at(ms), actor(7), op).unwrap();
+    }
+    write(&mut rec, 20, "/data/state", b"step 3");
+    write(&mut rec, 100, "/etc/hosts", b"after the moment\n");
+    rec.finish(Some(137)).unwrap();
+
+    // A new container's root: the baseline, plus a trap (its /data is a
+    // symlink out) that restore must replace, not write through.
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    for dir in ["etc", "bin", "var/cache"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(root.join("bin/sh"), "\x7fELF").unwrap();
+    std::fs::write(root.join("var/cache/index"), "old index").unwrap();
+    symlink("sh", root.join("bin/ls")).unwrap();
+    symlink(&outside, root.join("data")).unwrap();
+
+    let recording = Recording::open(&file).unwrap();
+    let moment = recording.resolve_within(&"50ms".parse().unwrap()).unwrap();
+    let report = recording.restore_into(&moment, &root).unwrap();
+    assert_eq!((report.written, report.removed), (3, 2), "{report:?}");
+    assert_eq!(
+        std::fs::read(root.join("etc/hosts")).unwrap(),
+        b"10.0.0.1 db\n"
+    );
+    assert_eq!(std::fs::read(root.join("data/state")).unwrap(), b"step 3");
+    let data = std::fs::symlink_metadata(root.join("data")).unwrap();
+    assert!(data.is_dir());
+    assert_eq!(data.permissions().mode() & 0o7777, 0o750);
+    assert!(root.join("bin/ls").symlink_metadata().is_err());
+    assert!(!root.join("var/cache").exists() && root.join("var").is_dir());
+    assert_eq!(std::fs::read(root.join("bin/sh")).unwrap(), b"\x7fELF");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+    let err = recording
+        .resolve_within(&"5000d".parse().unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TimeOutOfRange { .. }) && err.to_string().contains("ends at"),
+        "{err}"
+    );
+    recording
+        .resolve_within(&TimeSpec::Latest)
+        .expect("latest is within");
+}
