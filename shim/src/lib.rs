@@ -5,7 +5,8 @@
 //!
 //! Layout: [`bootstrap`](crate::bootstrap) (command line, both task API
 //! versions), `service` (the task API), `recording` (the recorder thread
-//! of each container, the move to the recordings root), `instance` (containers and their
+//! of each container, the move to the recordings root), `restore`
+//! (starting from a recorded moment), `instance` (containers and their
 //! processes), `helper` (the single-threaded process libcontainer runs
 //! in), `reaper`, `stdio`, `logging` (containerd's log URIs), `events`,
 //! `options` (containerd's runtime options), `cgroup`, `spec` and `error`.
@@ -21,6 +22,7 @@ mod observer;
 mod options;
 mod reaper;
 mod recording;
+mod restore;
 mod service;
 mod spec;
 mod stdio;

@@ -8,7 +8,8 @@
 //! so the workload's first write is recorded; `after_exit` waits (bounded)
 //! until the recording is finished, so it is complete when containerd
 //! reports the exit; `on_delete` moves it from the bundle to the
-//! recordings root and applies retention.
+//! recordings root and applies retention. A container annotated with
+//! `io.diffkeeper.restore-from` gets its recorded state first (`restore`).
 //!
 //! Failures follow `on-failure`: `open` (the default) lets the container
 //! run unrecorded or partly recorded, logged to containerd's log and noted
@@ -32,6 +33,7 @@ use diffkeeper_store::{
 use tokio::sync::oneshot;
 
 use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError};
+use crate::restore::restore;
 
 /// The recording's name inside the bundle while the container runs.
 pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
@@ -41,6 +43,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the exit containerd sees may wait for the recording to finish.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Annotations that name the image, in the order they are trusted.
+/// The annotation naming a moment to start from (see `restore`).
+const RESTORE_ANNOTATION: &str = "io.diffkeeper.restore-from";
+
 const IMAGE_ANNOTATIONS: &[&str] = &[
     "io.kubernetes.cri.image-name",
     "org.opencontainers.image.ref.name",
@@ -74,7 +79,8 @@ impl FlightRecorder {
         }
     }
 
-    /// The container's configuration; `Ok(None)`: record nothing.
+    /// The container's configuration; `Ok(None)`: the node config is
+    /// broken, so record nothing.
     fn resolve(&self, info: &ContainerInfo) -> Result<Option<Config>, ObserverError> {
         let path = info.config_path.as_deref().unwrap_or(&self.config_path);
         let node = match NodeConfig::load(path) {
@@ -94,7 +100,7 @@ impl FlightRecorder {
         for warning in &resolved.warnings {
             tracing::warn!(id = %info.id, "{warning}");
         }
-        Ok(resolved.config.record.then_some(resolved.config))
+        Ok(Some(resolved.config))
     }
 
     async fn start(&self, info: &ContainerInfo, config: Config) -> Result<Running, String> {
@@ -175,9 +181,24 @@ impl FlightRecorder {
 impl ContainerObserver for FlightRecorder {
     async fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError> {
         let Some(config) = self.resolve(info)? else {
-            tracing::info!(id = %info.id, "recording disabled");
+            if info.annotations.contains_key(RESTORE_ANNOTATION) {
+                return Err(format!(
+                    "{RESTORE_ANNOTATION} cannot be honoured: the node config is invalid (see containerd's log)"
+                )
+                .into());
+            }
             return Ok(());
         };
+        // Before the recorder starts: its baseline is the restored state.
+        // A failed restore always fails Create: running from the wrong
+        // state is worse than not running.
+        if let Some(source) = &config.restore_from {
+            restore(info, source, &config.recordings_root).await?;
+        }
+        if !config.record {
+            tracing::info!(id = %info.id, "recording disabled");
+            return Ok(());
+        }
         let policy = config.on_failure;
         match self.start(info, config).await {
             Ok(running) => {

@@ -509,3 +509,72 @@ fn annotations_and_runtime_options_configure_recording() {
     .expect_ok("run with runtime options");
     assert_eq!(recording_files(&elsewhere).len(), 1, "{}", ctrd.log());
 }
+
+#[test]
+fn a_container_restored_from_a_recording_starts_from_that_moment() {
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
+    let image = ctrd.import_test_image();
+    // Three states a second apart; the container dies in the third.
+    let script = "echo v1 > /state; mkdir /data; echo one > /data/a; sleep 1; \
+                  echo v2 > /state; rm /data/a; echo two > /data/b; sleep 1; \
+                  echo v3 > /state; echo three > /data/b; sleep 600";
+    ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        DIFFKEEPER_RUNTIME,
+        &image.reference,
+        "crashy",
+        "/bin/sh",
+        "-c",
+        script,
+    ])
+    .expect_ok("run -d");
+    std::thread::sleep(Duration::from_millis(2500));
+    ctrd.remove("crashy");
+
+    let run_restored = |id: &str, from: &str| {
+        ctrd.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            DIFFKEEPER_RUNTIME,
+            "--annotation",
+            &format!("io.diffkeeper.restore-from={from}"),
+            &image.reference,
+            id,
+            "/bin/sh",
+            "-c",
+            "cat /state; ls /data; cat /data/*",
+        ])
+    };
+    let out = run_restored("again", "crashy@1.5s");
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", ctrd.log());
+    assert_eq!(out.stdout, "v2\nb\ntwo\n", "{out:?}");
+    // The restored container has a recording of its own, starting from
+    // the restored state.
+    let cli = Cli { ctrd: &ctrd };
+    let first = cli.ok(&[
+        "cat",
+        "again",
+        "/state",
+        "--time",
+        "0s",
+        "-n",
+        &ctrd.namespace,
+    ]);
+    assert_eq!(first.stdout, "v2\n", "{first:?}");
+
+    for (from, why) in [
+        ("crashy@99s", "ends at"),
+        ("nosuch@1s", "no recording of container \"nosuch\""),
+        ("crashy", "expected <recording>@<time>"),
+    ] {
+        let out = run_restored("refused", from);
+        assert_ne!(out.code, Some(0), "{from}: {out:?}");
+        assert!(out.stderr.contains(why), "{from}: {out:?}");
+        let _ = ctrd.ctr(&["container", "rm", "refused"]);
+    }
+}
