@@ -157,6 +157,14 @@ pub struct RecordArgs {
     /// hold only what changed).
     #[arg(long)]
     pub no_baseline: bool,
+    /// How changes are captured: `auto` is eBPF where it loads (root, a
+    /// kernel with BTF), inotify otherwise (no pids, coalesced writes).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: Backend,
+    /// Fail instead of falling back when eBPF is unavailable (the same as
+    /// `--backend ebpf`).
+    #[arg(long, conflicts_with = "backend")]
+    pub require_ebpf: bool,
     /// The command and its arguments (after `--`).
     #[arg(
         required = true,
@@ -165,6 +173,14 @@ pub struct RecordArgs {
         value_name = "CMD"
     )]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// A capture backend for `record`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Auto,
+    Ebpf,
+    Inotify,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ pub struct EventView {
     pub seq: u64,
     pub offset_ms: f64,
     pub time: String,
+    /// Who: `process` (with `pid` and `comm`), `recorder` (gaps, rescans)
+    /// or `unknown` (a backend that reports no process: inotify).
+    pub by: &'static str,
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub op: &'static str,
@@ -28,14 +31,18 @@ pub struct EventView {
 
 impl EventView {
     pub fn new(recording: &Recording, event: &Event) -> EventView {
-        let (pid, comm) = match &event.actor {
-            diffkeeper_store::Actor::Process { pid, comm, .. } => (Some(*pid), Some(comm.clone())),
-            diffkeeper_store::Actor::Recorder => (None, None),
+        let (by, pid, comm) = match &event.actor {
+            diffkeeper_store::Actor::Process { pid, comm, .. } => {
+                ("process", Some(*pid), Some(comm.clone()))
+            }
+            diffkeeper_store::Actor::Recorder => ("recorder", None, None),
+            diffkeeper_store::Actor::Unknown => ("unknown", None, None),
         };
         EventView {
             seq: event.seq,
             offset_ms: recording.offset_of(event.time_ns).as_secs_f64() * 1e3,
             time: rfc3339(recording.wall_time_of(event.time_ns)),
+            by,
             pid,
             comm,
             op: event.op.kind().name(),
@@ -49,7 +56,7 @@ impl EventView {
     pub fn line(&self) -> String {
         let who = match (self.pid, &self.comm) {
             (Some(pid), Some(comm)) => format!("{pid} ({comm})"),
-            _ => "recorder".into(),
+            _ => self.by.into(),
         };
         let mut line = format!(
             "{:>11}  #{:<6} {:<20} {:<8} {}",
@@ -84,7 +91,8 @@ fn detail(op: &Op) -> Option<String> {
             to_ns,
             reason,
         } => Some(format!(
-            "!! {lost} events lost over {} ({reason}): the recording is incomplete here",
+            "!! {} lost over {} ({reason}): the recording is incomplete here",
+            diffkeeper_store::lost_events(*lost),
             format_offset(Duration::from_nanos(to_ns.saturating_sub(*from_ns)))
         )),
         _ => None,

@@ -1,5 +1,5 @@
-//! `diffkeeper record -- CMD` end to end: a real command, the real probe,
-//! then the reading commands on what it left.
+//! `diffkeeper record -- CMD` end to end: a real command, the real probe
+//! (and the inotify fallback), then the reading commands on what it left.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,10 +18,22 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn records_a_command_and_reads_it_back() {
+fn records_a_command_and_reads_it_back_with_ebpf() {
     if diffkeeper_test_support::lacks_root("recording with eBPF") {
         return;
     }
+    record_and_read_back("ebpf");
+}
+
+#[test]
+fn records_a_command_and_reads_it_back_with_inotify() {
+    record_and_read_back("inotify");
+}
+
+/// The same scripted workload and the same answers from each backend,
+/// within its documented limits (docs/probe.md): inotify names no process
+/// and sees no exit.
+fn record_and_read_back(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().canonicalize().unwrap().join("work");
     std::fs::create_dir(&work).unwrap();
@@ -36,7 +48,17 @@ fn records_a_command_and_reads_it_back() {
     let out = diffkeeper(
         &work,
         &[
-            "record", "--out", "trace", "--watch", ".", "--", "sh", "-c", script,
+            "record",
+            "--backend",
+            backend,
+            "--out",
+            "trace",
+            "--watch",
+            ".",
+            "--",
+            "sh",
+            "-c",
+            script,
         ],
     );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
@@ -100,9 +122,32 @@ fn records_a_command_and_reads_it_back() {
         .map(|(op, _)| op.as_str())
         .collect();
     assert_eq!(config, ["write"]);
-    assert!(events
+    let exit = events
         .iter()
-        .any(|e| e["op"] == "exit" && e["detail"] == "code 7"));
+        .any(|e| e["op"] == "exit" && e["detail"] == "code 7");
+    let changes_by: Vec<&str> = events
+        .iter()
+        .filter(|e| e["op"] != "exec" && e["op"] != "exit")
+        .map(|e| e["by"].as_str().unwrap())
+        .collect();
+    if backend == "inotify" {
+        assert!(!exit, "{events:?}");
+        assert!(
+            changes_by.iter().all(|by| *by == "unknown"),
+            "{changes_by:?}"
+        );
+    } else {
+        assert!(exit, "{events:?}");
+        assert!(
+            changes_by.iter().all(|by| *by == "process"),
+            "{changes_by:?}"
+        );
+    }
+    let header = text(&diffkeeper(&work, &["timeline", "trace"]).stdout);
+    assert!(
+        header.contains(&format!("# captured by {backend}")),
+        "{header}"
+    );
 
     // At the start: the baseline. At the end: what the command left.
     let out = diffkeeper(
@@ -181,6 +226,50 @@ fn a_missing_command_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("starting \"/no/such/program\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn without_ebpf_auto_falls_back_to_inotify_and_require_ebpf_refuses() {
+    if diffkeeper_test_support::lacks_root("switching to an unprivileged user") {
+        return;
+    }
+    // An unprivileged user cannot load eBPF programs: the real reason the
+    // fallback exists. Its own copy of the binary, in case the build tree
+    // is not reachable by others.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = dir.path().join("diffkeeper");
+    std::fs::copy(env!("CARGO_BIN_EXE_diffkeeper"), &exe).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let script = "echo one > f; echo two >> f";
+    let out = as_nobody(&[
+        "record", "--out", "t", "--watch", ".", "--", "sh", "-c", script,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("eBPF unavailable") && text(&out.stderr).contains("inotify"),
+        "{}",
+        text(&out.stderr)
+    );
+    let file = format!("{}/f", dir.path().canonicalize().unwrap().display());
+    let out = as_nobody(&["cat", "t", &file]);
+    assert_eq!(text(&out.stdout), "one\ntwo\n", "{}", text(&out.stderr));
+
+    let out = as_nobody(&["record", "--require-ebpf", "--out", "u", "--", "true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("eBPF probe could not be used"),
         "{}",
         text(&out.stderr)
     );

@@ -16,13 +16,19 @@ pub enum Record {
 }
 
 /// `count` events of one cgroup lost between `from_ns` and `to_ns` (kernel
-/// monotonic clock, the same clock as [`Event::ts_ns`]).
+/// monotonic clock, the same clock as [`Event::ts_ns`]). A count of 0:
+/// unknown (the inotify fallback cannot count what it lost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gap {
     pub count: u64,
     pub from_ns: u64,
     pub to_ns: u64,
+    /// Why, for the recording's "incomplete" list.
+    pub reason: &'static str,
 }
+
+/// Why the eBPF probe loses events.
+pub(crate) const RING_FULL: &str = "the probe's ring buffer was full";
 
 /// The operation an [`Event`] reports. Each is reported only when it succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

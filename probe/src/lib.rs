@@ -5,13 +5,17 @@
 //! ([`Probe::watch`] → [`Watch`]); unwatched tasks pay one map lookup per
 //! traced syscall. Events carry full paths relative to the container's root,
 //! resolved in the kernel; losses arrive as [`Gap`]s, never silently.
+//! Where eBPF is not available, [`InotifyWatch`] yields the same records
+//! with less in them; both are a [`Source`].
 //! docs/probe.md describes the design, the record layout and what is not seen.
 
 mod abi;
 mod cgroup;
 mod error;
 mod event;
+mod inotify;
 mod probe;
+mod source;
 mod sys;
 mod watch;
 
@@ -19,7 +23,9 @@ pub use abi::EVENT_VERSION;
 pub use cgroup::{cgroup2_root, cgroup_id_of, ChildCgroup};
 pub use error::Error;
 pub use event::{Event, Gap, Op, PathFlags, Record};
+pub use inotify::InotifyWatch;
 pub use probe::{Probe, ProbeConfig, DEFAULT_PIN_ROOT};
+pub use source::{AnyWatch, Source};
 pub use watch::Watch;
 
 // A recorder moves its Watch into a tokio task and shares the Probe.
@@ -28,4 +34,5 @@ const _: () = {
     const fn send<T: Send>() {}
     send_and_sync::<Probe>();
     send::<Watch>();
+    send::<InotifyWatch>();
 };

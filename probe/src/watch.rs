@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::abi::RawDrops;
-use crate::event::{self, Decoded, Gap, Record};
+use crate::event::{self, Decoded, Gap, Record, RING_FULL};
 use crate::probe::{map_error, Shared, BPF_NOEXIST};
 use crate::Error;
 
@@ -162,6 +162,7 @@ impl Watch {
                         count: 1,
                         from_ns: self.last_ns,
                         to_ns: self.last_ns,
+                        reason: "the probe delivered an undecodable record",
                     }));
                 }
             }
@@ -197,6 +198,7 @@ impl Watch {
             count,
             from_ns: first_ns,
             to_ns: last_ns,
+            reason: RING_FULL,
         })
     }
 }

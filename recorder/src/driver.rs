@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use diffkeeper_probe::Watch;
+use diffkeeper_probe::Source;
 use diffkeeper_store::monotonic_now_ns;
 use tokio::sync::mpsc::Receiver;
 
@@ -15,12 +15,13 @@ const TICK: Duration = Duration::from_millis(20);
 /// Records handled before due reads are done, at most.
 const BATCH: usize = 4096;
 
-/// Feeds `session` from `watch` (and from a baseline scan, if given) until
+/// Feeds `session` from `watch` (a probe watch or a fallback; and from a
+/// baseline scan, if given) until
 /// `stop` completes, then drains what the kernel already reported (every
 /// event is in the ring buffer by the time its syscall returned), lets the
 /// baseline scan finish, and hands the session back to be finished.
 pub async fn run(
-    mut watch: Watch,
+    mut watch: impl Source,
     mut session: Session,
     mut baseline: Option<Receiver<BaselineItem>>,
     stop: impl Future<Output = ()>,

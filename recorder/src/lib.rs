@@ -38,13 +38,33 @@ pub use session::{Session, SessionOptions};
 /// cannot see (docs/probe.md, docs/recording.md); kept in each recording's
 /// metadata and shown by `diffkeeper timeline`.
 pub fn ebpf_capture() -> diffkeeper_store::Capture {
-    const BLIND_SPOTS: &[&str] = &[
-        "writes through io_uring",
-        "stores through a shared mapping until msync, close or the debounce",
-        "a file created and removed faster than the recorder can read it (only the removal)",
-    ];
+    capture("ebpf", EBPF_BLIND_SPOTS)
+}
+
+/// How a recording made with the inotify fallback is captured
+/// (docs/probe.md, "Without eBPF").
+pub fn inotify_capture() -> diffkeeper_store::Capture {
+    capture("inotify", INOTIFY_BLIND_SPOTS)
+}
+
+const INOTIFY_BLIND_SPOTS: &[&str] = &[
+    "no pids: every change is by an unknown process",
+    "no exec or exit events",
+    "writes are coalesced: content is read at close or after the debounce",
+    "stores through a shared mapping until close or the debounce",
+    "entries of a directory created and filled before its watch existed appear at the scan, not when made",
+    "losses are counted only as \"some\" (the kernel's queue overflowed)",
+];
+
+const EBPF_BLIND_SPOTS: &[&str] = &[
+    "writes through io_uring",
+    "stores through a shared mapping until msync, close or the debounce",
+    "a file created and removed faster than the recorder can read it (only the removal)",
+];
+
+fn capture(backend: &str, blind_spots: &[&str]) -> diffkeeper_store::Capture {
     diffkeeper_store::Capture {
-        backend: "ebpf".into(),
-        limits: BLIND_SPOTS.iter().map(|s| s.to_string()).collect(),
+        backend: backend.into(),
+        limits: blind_spots.iter().map(|s| s.to_string()).collect(),
     }
 }

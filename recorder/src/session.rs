@@ -202,10 +202,9 @@ impl Session {
 
     fn on_gap(&mut self, gap: Gap) {
         self.flush_due();
-        let reason = "the probe's ring buffer was full";
         if let Err(err) = self
             .store
-            .record_gap(gap.count, gap.from_ns, gap.to_ns, reason)
+            .record_gap(gap.count, gap.from_ns, gap.to_ns, gap.reason)
         {
             tracing::error!(%err, "cannot record a gap");
         }
@@ -223,10 +222,14 @@ impl Session {
             }
             self.started = true;
         }
-        let actor = Actor::Process {
-            pid: ev.ns_pid,
-            tid: ev.ns_tid,
-            comm: String::from_utf8_lossy(&ev.comm).into_owned(),
+        // pid 0 is no process of a workload: the backend could not tell.
+        let actor = match ev.pid {
+            0 => Actor::Unknown,
+            _ => Actor::Process {
+                pid: ev.ns_pid,
+                tid: ev.ns_tid,
+                comm: String::from_utf8_lossy(&ev.comm).into_owned(),
+            },
         };
         let t = ev.ts_ns;
         let path = self.path_of(&ev.path, ev.path_flags);

@@ -24,6 +24,18 @@ pub enum Actor {
     Process { pid: u32, tid: u32, comm: String },
     /// The recorder itself: a gap it noticed, or state a rescan found.
     Recorder,
+    /// A process the capture backend cannot name (inotify reports no pid).
+    Unknown,
+}
+
+/// "12 events", or "events (number unknown)" for a backend that cannot
+/// count its losses.
+pub fn lost_events(lost: u64) -> String {
+    match lost {
+        0 => "events (number unknown)".into(),
+        1 => "1 event".into(),
+        n => format!("{n} events"),
+    }
 }
 
 /// The operation. Content-changing operations carry the file's full new
@@ -225,7 +237,7 @@ impl Actor {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Actor::Process { pid, .. } => Some(*pid),
-            Actor::Recorder => None,
+            Actor::Recorder | Actor::Unknown => None,
         }
     }
 }

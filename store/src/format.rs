@@ -15,7 +15,7 @@ use redb::TableDefinition;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The newest layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Written under [`META_MAGIC_KEY`] so a foreign redb file is recognised.
 pub const MAGIC: &[u8] = b"diffkeeper-recording";

@@ -26,7 +26,7 @@ mod verify;
 
 pub use content::{content_id, ContentId, ContentRef, EncodingPolicy, EncodingStats, PatchEngine};
 pub use error::{Error, Result};
-pub use event::{Actor, Event, Op, OpKind};
+pub use event::{lost_events, Actor, Event, Op, OpKind};
 pub use export::{ExportOptions, ExportProgress, ExportReport, RestoreReport};
 pub use meta::{
     BaselineMode, BaselineStatus, Capture, RecordingMeta, RecordingState, Status, Subject,

@@ -23,7 +23,7 @@ use crate::content::{
     RecentContent,
 };
 use crate::error::{Error, Result};
-use crate::event::{Actor, Event, Op};
+use crate::event::{lost_events, Actor, Event, Op};
 use crate::format::{self, BASELINE, CONTENT, EVENTS, META, PACKS, PIECES};
 use crate::meta::{BaselineMode, BaselineStatus, RecordingMeta, RecordingState, Status};
 use crate::path::RecPath;
@@ -235,7 +235,7 @@ impl Recorder {
         self.pending.last_ns = self.pending.last_ns.max(time_ns);
         self.pending.since.get_or_insert_with(Instant::now);
         if let Op::Gap { reason, lost, .. } = &event.op {
-            self.note_incomplete(format!("{lost} events lost: {reason}"));
+            self.note_incomplete(format!("{} lost: {reason}", lost_events(*lost)));
         }
         if self.pending.events as usize >= self.options.commit_after_events {
             self.commit()?;

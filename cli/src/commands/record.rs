@@ -6,17 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{bail, Context, Result};
-use diffkeeper_probe::{ChildCgroup, Probe, ProbeConfig};
+use diffkeeper_probe::{AnyWatch, ChildCgroup, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    create_private_dir, recording_file_name, run as drive, BaselineScan, PathFilter, RootView,
-    Session, SessionOptions,
+    create_private_dir, ebpf_capture, inotify_capture, recording_file_name, run as drive,
+    BaselineScan, PathFilter, RootView, Session, SessionOptions,
 };
 use diffkeeper_store::{
     monotonic_now_ns, unix_now_ns, Recorder, RecorderOptions, RecordingMeta, Subject,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::args::RecordArgs;
+use crate::args::{Backend, RecordArgs};
 use crate::output::{bytes, short};
 
 /// The largest baseline kept with content; past it, files are hashed only.
@@ -41,11 +41,12 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     exclude.push(glob_below(&out));
     let filter = PathFilter::new(&include, &exclude).context("--include/--exclude")?;
 
-    let probe = Probe::load(ProbeConfig::default()).context(
-        "the eBPF probe could not be loaded (diffkeeper record needs root and a kernel with BTF)",
-    )?;
-    let cgroup = ChildCgroup::create(format!("diffkeeper/record-{}", std::process::id()))?;
-    let watch = probe.watch(cgroup.id())?;
+    let backend = if args.require_ebpf {
+        Backend::Ebpf
+    } else {
+        args.backend
+    };
+    let capture = start_capture(backend, &watched, &out)?;
 
     let file = out.join(recording_file_name(std::time::SystemTime::now()));
     let meta = RecordingMeta {
@@ -61,7 +62,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         },
         started_unix_ns: unix_now_ns(),
         mono_base_ns: monotonic_now_ns(),
-        capture: diffkeeper_recorder::ebpf_capture(),
+        capture: capture.description(),
         labels: [(
             "cwd".to_string(),
             std::env::current_dir()?.display().to_string(),
@@ -74,7 +75,8 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         filter: filter.clone(),
         max_file_size: args.max_file_size,
         debounce: args.debounce,
-        wait_for_exec: true,
+        // Only eBPF reports the exec that starts the command.
+        wait_for_exec: capture.cgroup.is_some(),
     };
     let session = Session::new(store, RootView::open(Path::new("/"))?, options);
 
@@ -94,7 +96,9 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
 
     let mut command = Command::new(&args.command[0]);
     command.args(&args.command[1..]);
-    cgroup.spawn_inside(&mut command);
+    if let Some(cgroup) = &capture.cgroup {
+        cgroup.spawn_inside(&mut command);
+    }
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {:?}", args.command[0]))?;
@@ -105,7 +109,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     });
     let forwarding = tokio::spawn(forward_signals(pid));
     let (status_tx, status_rx) = std::sync::mpsc::channel();
-    let session = drive(watch, session, baseline, async move {
+    let session = drive(capture.watch, session, baseline, async move {
         let status = done_rx
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("waiter vanished")));
@@ -120,7 +124,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     let final_status = session.finish(monotonic_now_ns(), Some(code))?;
-    drop(cgroup);
+    drop(capture.cgroup);
 
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     eprintln!(
@@ -134,6 +138,61 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         eprintln!("diffkeeper: incomplete: {reason}");
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The capture of a recording: a watch, and the cgroup it watches (eBPF).
+struct Capture {
+    watch: AnyWatch,
+    cgroup: Option<ChildCgroup>,
+    /// Kept loaded while the watch runs.
+    _probe: Option<Probe>,
+}
+
+impl Capture {
+    fn description(&self) -> diffkeeper_store::Capture {
+        match self.watch {
+            AnyWatch::Ebpf(_) => ebpf_capture(),
+            AnyWatch::Inotify(_) => inotify_capture(),
+        }
+    }
+}
+
+/// Starts `backend`; `auto` falls back to inotify, saying why.
+fn start_capture(backend: Backend, watched: &[PathBuf], out: &Path) -> Result<Capture> {
+    let inotify = || -> Result<Capture> {
+        let watch = InotifyWatch::start(Path::new("/"), watched, &[out.to_path_buf()])
+            .context("starting inotify")?;
+        Ok(Capture {
+            watch: AnyWatch::Inotify(watch),
+            cgroup: None,
+            _probe: None,
+        })
+    };
+    match backend {
+        Backend::Inotify => inotify(),
+        Backend::Ebpf => start_ebpf().context(
+            "the eBPF probe could not be used (it needs root and a kernel with BTF); \
+             --backend auto falls back to inotify instead",
+        ),
+        Backend::Auto => start_ebpf().or_else(|err| {
+            eprintln!(
+                "diffkeeper: eBPF unavailable ({err:#}); recording with inotify: \
+                 no pids, no exec/exit, writes coalesced (--require-ebpf refuses instead)"
+            );
+            inotify()
+        }),
+    }
+}
+
+fn start_ebpf() -> Result<Capture> {
+    let probe = Probe::load(ProbeConfig::default())?;
+    let cgroup = ChildCgroup::create(format!("diffkeeper/record-{}", std::process::id()))?;
+    let watch = probe.watch(cgroup.id())?;
+    Ok(Capture {
+        watch: AnyWatch::Ebpf(watch),
+        cgroup: Some(cgroup),
+        _probe: Some(probe),
+    })
 }
 
 /// Ctrl-C reaches the command directly (same process group); we only
