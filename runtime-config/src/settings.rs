@@ -26,6 +26,7 @@ pub struct Config {
     /// A root filesystem larger than this gets a manifest-only baseline.
     pub baseline_max_bytes: u64,
     pub on_failure: FailurePolicy,
+    pub capture: CaptureBackend,
     pub retention: Retention,
     /// Record the Kubernetes sandbox (pause) container too.
     pub record_sandbox: bool,
@@ -52,6 +53,7 @@ impl Default for Config {
             baseline: BaselineMode::Full,
             baseline_max_bytes: 1 << 30,
             on_failure: FailurePolicy::Open,
+            capture: CaptureBackend::Auto,
             retention: Retention {
                 keep: Some(10),
                 max_age: Some(Duration::from_secs(7 * 86_400)),
@@ -83,6 +85,17 @@ pub enum FailurePolicy {
     Open,
     /// Create fails (or the container is stopped) rather than run unrecorded.
     Closed,
+}
+
+/// How a container's file changes are captured.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CaptureBackend {
+    /// eBPF where the probe loads, inotify otherwise.
+    Auto,
+    /// eBPF or nothing (`on-failure` then decides).
+    Ebpf,
+    /// inotify on the container's root filesystem (no pids; docs/probe.md).
+    Inotify,
 }
 
 /// Which recordings of a container are kept.
@@ -252,6 +265,21 @@ pub fn settings() -> &'static [Setting] {
             node_only: false,
             apply: |c, v| {
                 c.baseline_max_bytes = size(v)?;
+                Ok(())
+            },
+        },
+        Setting {
+            key: "capture",
+            accepts: "auto (eBPF, else inotify), ebpf (no fallback) or inotify",
+            help: "how file changes are captured",
+            node_only: false,
+            apply: |c, v| {
+                c.capture = match v.text().as_str() {
+                    "auto" => CaptureBackend::Auto,
+                    "ebpf" => CaptureBackend::Ebpf,
+                    "inotify" => CaptureBackend::Inotify,
+                    _ => return Err(()),
+                };
                 Ok(())
             },
         },

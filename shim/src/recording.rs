@@ -21,14 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use diffkeeper_probe::{Probe, ProbeConfig};
+use diffkeeper_probe::{AnyWatch, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    ebpf_capture, run as drive, Archive, BaselineScan, PathFilter, RootView, Session,
-    SessionOptions,
+    ebpf_capture, inotify_capture, run as drive, Archive, BaselineScan, PathFilter, RootView,
+    Session, SessionOptions,
 };
-use diffkeeper_runtime_config::{BaselineMode, Config, FailurePolicy, NodeConfig};
+use diffkeeper_runtime_config::{BaselineMode, CaptureBackend, Config, FailurePolicy, NodeConfig};
 use diffkeeper_store::{
-    monotonic_now_ns, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
+    monotonic_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
 };
 use tokio::sync::oneshot;
 
@@ -298,6 +298,7 @@ fn create_store(
     config: &Config,
     file: &Path,
     started: SystemTime,
+    capture: Capture,
 ) -> Result<Recorder, String> {
     let image = IMAGE_ANNOTATIONS
         .iter()
@@ -318,7 +319,7 @@ fn create_store(
         },
         started_unix_ns,
         mono_base_ns: monotonic_now_ns(),
-        capture: ebpf_capture(),
+        capture,
         labels: info
             .annotations
             .iter()
@@ -362,22 +363,27 @@ impl Plan {
             }
         };
         runtime.block_on(async move {
-            let cgroup_id = self.info.cgroup_id;
-            let watching = loaded_probe(probe, &self.config).and_then(|probe| {
-                probe
-                    .watch(cgroup_id)
-                    .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
-            });
+            let watching = self.watch(probe);
             // The root as the container's processes see it, mounts included;
             // the descriptor stays valid after they are gone.
             let live_root = PathBuf::from(format!("/proc/{}/root", self.info.init_pid));
             let root = RootView::open(&live_root)
                 .map_err(|e| format!("opening {}: {e}", live_root.display()));
             let started = SystemTime::now();
-            let store = create_store(&self.info, &self.config, &self.file, started);
-            let (watch, root, store) = match (watching, root, store) {
-                (Ok(watch), Ok(root), Ok(store)) => (watch, root, store),
-                (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
+            let (watch, root) = match (watching, root) {
+                (Ok(watch), Ok(root)) => (watch, root),
+                (Err(err), _) | (_, Err(err)) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+            };
+            let capture = match watch {
+                AnyWatch::Ebpf(_) => ebpf_capture(),
+                AnyWatch::Inotify(_) => inotify_capture(),
+            };
+            let store = match create_store(&self.info, &self.config, &self.file, started, capture) {
+                Ok(store) => store,
+                Err(err) => {
                     let _ = ready.send(Err(err));
                     return;
                 }
@@ -386,7 +392,8 @@ impl Plan {
                 filter: self.filter.clone(),
                 max_file_size: self.config.max_file_size,
                 debounce: self.config.debounce,
-                wait_for_exec: true,
+                // Only eBPF reports the exec that starts the workload.
+                wait_for_exec: matches!(watch, AnyWatch::Ebpf(_)),
             };
             let session = Session::new(store, root, options);
             let baseline = baseline_scan(&self.config, &self.info.rootfs, self.filter);
@@ -402,6 +409,36 @@ impl Plan {
                 .map_err(|e| e.to_string());
             let _ = done.send(status);
         });
+    }
+
+    /// The container's capture, as `capture` asks: eBPF on its cgroup, or
+    /// inotify on its root filesystem (the fallback of `auto`).
+    fn watch(&self, probe: &Mutex<Option<Arc<Probe>>>) -> Result<AnyWatch, String> {
+        let cgroup_id = self.info.cgroup_id;
+        let ebpf = || {
+            loaded_probe(probe, &self.config).and_then(|probe| {
+                probe
+                    .watch(cgroup_id)
+                    .map(AnyWatch::Ebpf)
+                    .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
+            })
+        };
+        // The host's view of the rootfs: the container's mounts (/proc,
+        // volumes) are not in it, so only the rootfs's own file system is
+        // watched.
+        let inotify = || {
+            InotifyWatch::start(&self.info.rootfs, &[PathBuf::from("/")], &[])
+                .map(AnyWatch::Inotify)
+                .map_err(|e| format!("inotify on {}: {e}", self.info.rootfs.display()))
+        };
+        match self.config.capture {
+            CaptureBackend::Ebpf => ebpf(),
+            CaptureBackend::Inotify => inotify(),
+            CaptureBackend::Auto => ebpf().or_else(|err| {
+                tracing::warn!(id = %self.info.id, %err, "eBPF unavailable; recording with inotify (no pids, no exec/exit, writes coalesced)");
+                inotify().map_err(|fallback| format!("{err}; the inotify fallback failed too: {fallback}"))
+            }),
+        }
     }
 }
 

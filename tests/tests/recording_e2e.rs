@@ -578,3 +578,75 @@ fn a_container_restored_from_a_recording_starts_from_that_moment() {
         let _ = ctrd.ctr(&["container", "rm", "refused"]);
     }
 }
+
+#[test]
+fn the_inotify_fallback_records_a_container() {
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
+    let image = ctrd.import_test_image();
+    let script = "mkdir /app; echo one > /app/state; sleep 1; echo two > /app/state; \
+                  mv /app/state /app/final; rm /etc/diffkeeper-image";
+    let out = ctrd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        DIFFKEEPER_RUNTIME,
+        "--annotation",
+        "io.diffkeeper.capture=inotify",
+        &image.reference,
+        "ino",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", ctrd.log());
+    let cli = Cli { ctrd: &ctrd };
+    let ns = ctrd.namespace.as_str();
+    let timeline = cli.ok(&["timeline", "ino", "-n", ns]);
+    assert!(
+        timeline.stdout.contains("# captured by inotify"),
+        "{timeline:?}"
+    );
+    let json = cli.ok(&["timeline", "ino", "-n", ns, "--json"]);
+    let events: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let ops: Vec<(String, String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] != "write")
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (
+                field("op"),
+                e["paths"][0].as_str().unwrap().to_owned(),
+                field("by"),
+            )
+        })
+        .collect();
+    let unknown = |op: &str, path: &str| (op.to_owned(), path.to_owned(), "unknown".to_owned());
+    assert_eq!(
+        ops,
+        [
+            unknown("mkdir", "/app"),
+            unknown("create", "/app/state"),
+            unknown("rename", "/app/state"),
+            unknown("unlink", "/etc/diffkeeper-image"),
+        ],
+        "{json:?}"
+    );
+    // Half-way through the sleep: the first content.
+    let created_ms = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["op"] == "create")
+        .and_then(|e| e["offset_ms"].as_f64())
+        .unwrap();
+    let time = format!("{}ms", created_ms as u64 + 500);
+    let first = cli.ok(&["cat", "ino", "/app/state", "--time", &time, "-n", ns]);
+    assert_eq!(first.stdout, "one\n");
+    let last = cli.ok(&["cat", "ino", "/app/final", "-n", ns]);
+    assert_eq!(last.stdout, "two\n");
+    cli.ok(&["verify", "ino", "-n", ns]);
+}
