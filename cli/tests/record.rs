@@ -274,3 +274,32 @@ fn without_ebpf_auto_falls_back_to_inotify_and_require_ebpf_refuses() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_github_action_step_records_and_passes_the_exit_code() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("github-output");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/action.sh");
+    let out = Command::new("bash")
+        .args([script, "record"])
+        .current_dir(dir.path())
+        .env("DIFFKEEPER", env!("CARGO_BIN_EXE_diffkeeper"))
+        .env("INPUT_RUN", "echo flaky > result; exit 3")
+        .env("INPUT_WATCH", ".\n")
+        .env("INPUT_OUT", "trace")
+        .env("INPUT_ARGS", "--debounce 50ms")
+        .env("GITHUB_OUTPUT", &outputs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&outputs).unwrap(),
+        "exit-code=3\nrecording=trace\n"
+    );
+    let result = format!("{}/result", dir.path().canonicalize().unwrap().display());
+    let cat = diffkeeper(dir.path(), &["cat", "trace", &result]);
+    assert_eq!(text(&cat.stdout), "flaky\n", "{}", text(&cat.stderr));
+}
