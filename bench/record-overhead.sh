@@ -1,55 +1,70 @@
 #!/usr/bin/env bash
-# Record-mode overhead: the same write-heavy workload with and without
-# `diffkeeper record`, alternating, several rounds; prints a table of
-# medians and ratios. Needs root (eBPF). Usage: bench/record-overhead.sh [ROUNDS]
+# Record-mode overhead: each workload plain, under `diffkeeper record` with
+# eBPF, and under the inotify fallback, alternating, several rounds; prints
+# a table of medians and ratios to the plain run, and the recording's size
+# per byte the workload wrote (write(2) bytes, children included, from
+# /proc/PID/io). Needs root (eBPF). Usage:
+#   bench/record-overhead.sh [ROUNDS] [WORKLOAD...]    (files, sqlite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+shift || true
+workloads=("$@")
+if [ ${#workloads[@]} -eq 0 ]; then
+  workloads=(files)
+  if command -v sqlite3 > /dev/null; then workloads+=(sqlite); fi
+fi
 
 cargo build --release --quiet -p diffkeeper-cli
 dk="$(realpath "${CARGO_TARGET_DIR:-target}")/release/diffkeeper"
 scratch=$(mktemp -d /var/tmp/diffkeeper-bench.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
+cp bench/workload.sh bench/sqlite-workload.sh "$scratch/"
 
-cp bench/workload.sh "$scratch/workload.sh"
-
-run_plain() {
-  rm -rf "$scratch/w"; mkdir "$scratch/w"
-  local start end
-  start=$(date +%s%N)
-  sh "$scratch/workload.sh" "$scratch/w" > /dev/null
-  end=$(date +%s%N)
-  echo $(( (end - start) / 1000000 ))
+# The workload as one shell whose /proc/self/io, read last, counts the
+# bytes its reaped children wrote too.
+command_for() {
+  case $1 in
+    files) echo "sh $scratch/workload.sh $scratch/w > /dev/null; grep wchar /proc/\$\$/io > $scratch/io" ;;
+    sqlite) echo "sh $scratch/sqlite-workload.sh $scratch/w; grep wchar /proc/\$\$/io > $scratch/io" ;;
+  esac
 }
-run_recorded() {
+
+# Runs workload $1 under variant $2 (plain, ebpf, inotify); prints ms.
+run() {
   rm -rf "$scratch/w" "$scratch/trace"; mkdir "$scratch/w"
-  local start end
+  local cmd start end
+  cmd=$(command_for "$1")
   start=$(date +%s%N)
-  "$dk" record --out "$scratch/trace" --watch "$scratch/w" --no-baseline -- sh "$scratch/workload.sh" "$scratch/w" > /dev/null 2> "$scratch/record.log"
+  case $2 in
+    plain) sh -c "$cmd" ;;
+    *) "$dk" record --backend "$2" --out "$scratch/trace" --watch "$scratch/w" --no-baseline \
+         -- sh -c "$cmd" 2> "$scratch/record.log" ;;
+  esac
   end=$(date +%s%N)
   echo $(( (end - start) / 1000000 ))
 }
 
-plain=(); recorded=()
-for _ in $(seq 1 "$rounds"); do
-  plain+=("$(run_plain)")
-  recorded+=("$(run_recorded)")
-done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-p=$(median "${plain[@]}"); r=$(median "${recorded[@]}")
-written=$(( $(du -sb "$scratch/w" | cut -f1) ))
-trace=$(du -sb "$scratch/trace" | cut -f1)
-events=$("$dk" timeline "$scratch/trace" --json | grep -c '"seq"')
-gaps=$("$dk" timeline "$scratch/trace" --op gap --json | grep -c '"op": "gap"' || true)
+ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
 
 echo
-echo "| metric | value |"
-echo "|---|---|"
-echo "| rounds (alternating) | $rounds |"
-echo "| workload, plain (median) | ${p} ms |"
-echo "| workload under diffkeeper record (median) | ${r} ms |"
-echo "| time ratio (goal ≤ 1.10) | $(awk "BEGIN {printf \"%.2f\", $r / $p}") |"
-echo "| events recorded | $events |"
-echo "| gaps (events lost) | $gaps |"
-echo "| final tree size | $written B |"
-echo "| recording size | $trace B |"
+echo "| workload | plain (median ms) | eBPF (ms, ratio) | inotify (ms, ratio) | written | recording (eBPF) | recording / written | events | gaps |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for workload in "${workloads[@]}"; do
+  plain=(); ebpf=(); inotify=()
+  for _ in $(seq 1 "$rounds"); do
+    plain+=("$(run "$workload" plain)")
+    inotify+=("$(run "$workload" inotify)")
+    ebpf+=("$(run "$workload" ebpf)")
+  done
+  # The last run was recorded with eBPF: its recording and its bytes.
+  written=$(awk '{print $2}' "$scratch/io")
+  size=$(du -sb "$scratch/trace" | cut -f1)
+  events=$("$dk" timeline "$scratch/trace" --json | grep -c '"seq"')
+  gaps=$("$dk" timeline "$scratch/trace" --op gap --json | grep -c '"op": "gap"' || true)
+  p=$(median "${plain[@]}"); e=$(median "${ebpf[@]}"); i=$(median "${inotify[@]}")
+  echo "| $workload | $p | $e ($(ratio "$e" "$p")) | $i ($(ratio "$i" "$p")) | $(( written / 1048576 )) MiB | $(( size / 1048576 )) MiB | $(ratio "$size" "$written") | $events | $gaps |"
+done
+echo
+echo "rounds: $rounds, alternating; goal for eBPF ≤ 1.10×"
