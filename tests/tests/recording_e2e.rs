@@ -181,22 +181,34 @@ impl Cli<'_> {
     }
 }
 
-/// Runs the script in container `id` (`ctr_run`: the rootfs or image
-/// arguments), checks it exited 1, and checks what the CLI reads back.
-/// `rootfs_after` gives the container's final tree (`/work` and `/pids`
-/// are ignored).
-fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: impl Fn() -> Tree) {
+/// `ctr run --rm` under our runtime with one annotation: `source` is an
+/// image reference, or `["--rootfs", dir]`; the command is `sh -c script`.
+fn run_annotated(
+    ctrd: &Containerd,
+    annotation: &str,
+    source: &[&str],
+    id: &str,
+    script: &str,
+) -> CtrOutput {
     let mut args = vec![
         "run",
         "--rm",
         "--runtime",
         DIFFKEEPER_RUNTIME,
         "--annotation",
-        PIDS_EXCLUDED,
+        annotation,
     ];
-    args.extend_from_slice(ctr_run);
-    args.extend_from_slice(&[id, "/bin/sh", "-c", SCRIPT]);
-    let out = ctrd.ctr(&args);
+    args.extend_from_slice(source);
+    args.extend_from_slice(&[id, "/bin/sh", "-c", script]);
+    ctrd.ctr(&args)
+}
+
+/// Runs the script in container `id` (`ctr_run`: the rootfs or image
+/// arguments), checks it exited 1, and checks what the CLI reads back.
+/// `rootfs_after` gives the container's final tree (`/work` and `/pids`
+/// are ignored).
+fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: impl Fn() -> Tree) {
+    let out = run_annotated(ctrd, PIDS_EXCLUDED, ctr_run, id, SCRIPT);
     assert_eq!(out.code, Some(1), "{out:?}\n{}", ctrd.log());
     let cli = Cli { ctrd };
     let ns = ctrd.namespace.as_str();
@@ -439,20 +451,13 @@ fn annotations_and_runtime_options_configure_recording() {
     };
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
     let run = |id: &str, annotation: &str| {
-        ctrd.ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            DIFFKEEPER_RUNTIME,
-            "--annotation",
+        run_annotated(
+            &ctrd,
             annotation,
-            "--rootfs",
-            &rootfs,
+            &["--rootfs", &rootfs],
             id,
-            "/bin/sh",
-            "-c",
             "echo ran > /ran; exit 0",
-        ])
+        )
     };
     let out = run("bad", "io.diffkeeper.debounce=soon");
     assert_ne!(out.code, Some(0), "{out:?}");
@@ -536,19 +541,13 @@ fn a_container_restored_from_a_recording_starts_from_that_moment() {
     ctrd.remove("crashy");
 
     let run_restored = |id: &str, from: &str| {
-        ctrd.ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            DIFFKEEPER_RUNTIME,
-            "--annotation",
+        run_annotated(
+            &ctrd,
             &format!("io.diffkeeper.restore-from={from}"),
-            &image.reference,
+            &[&image.reference],
             id,
-            "/bin/sh",
-            "-c",
             "cat /state; ls /data; cat /data/*",
-        ])
+        )
     };
     let out = run_restored("again", "crashy@1.5s");
     assert_eq!(out.code, Some(0), "{out:?}\n{}", ctrd.log());
@@ -587,19 +586,13 @@ fn the_inotify_fallback_records_a_container() {
     let image = ctrd.import_test_image();
     let script = "mkdir /app; echo one > /app/state; sleep 1; echo two > /app/state; \
                   mv /app/state /app/final; rm /etc/diffkeeper-image";
-    let out = ctrd.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        DIFFKEEPER_RUNTIME,
-        "--annotation",
+    let out = run_annotated(
+        &ctrd,
         "io.diffkeeper.capture=inotify",
-        &image.reference,
+        &[&image.reference],
         "ino",
-        "/bin/sh",
-        "-c",
         script,
-    ]);
+    );
     assert_eq!(out.code, Some(0), "{out:?}\n{}", ctrd.log());
     let cli = Cli { ctrd: &ctrd };
     let ns = ctrd.namespace.as_str();
