@@ -61,6 +61,16 @@ fn compile(bpf_dir: &Path, out: &Path, name: &str) -> PathBuf {
             "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
         ])
         .arg(format!("-D__TARGET_ARCH_{}", target_arch()))
+        // The object's id names the shared program set: it must depend on
+        // the sources, not on where they or OUT_DIR happen to live.
+        .arg(format!(
+            "-ffile-prefix-map={}=/diffkeeper/out",
+            out.display()
+        ))
+        .arg(format!(
+            "-ffile-prefix-map={}=/diffkeeper/bpf",
+            bpf_dir.display()
+        ))
         .arg("-I")
         .arg(out)
         .arg("-I")

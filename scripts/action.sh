@@ -33,15 +33,24 @@ record)
 	while IFS= read -r dir; do
 		if [ -n "$dir" ]; then args+=(--watch "$dir"); fi
 	done <<<"${INPUT_WATCH:-}"
-	# Word splitting is wanted: extra flags such as `--backend inotify`.
-	# shellcheck disable=SC2206
-	args+=(${INPUT_ARGS:-})
+	# One flag per line, taken as written (no quoting, no globbing).
+	while IFS= read -r arg; do
+		if [ -n "$arg" ]; then args+=("$arg"); fi
+	done <<<"${INPUT_ARGS:-}"
+	# Recording needs root; the command itself runs as the calling user,
+	# with its PATH, so what it builds stays theirs.
+	run=(bash -c "$INPUT_RUN")
+	as_root=()
+	if [ -n "$sudo" ]; then
+		run=(setpriv --reuid="$(id -u)" --regid="$(id -g)" --init-groups "${run[@]}")
+		as_root=(sudo -E env "PATH=$PATH")
+	fi
 	set +e
-	$sudo "$bin" "${args[@]}" -- bash -c "$INPUT_RUN"
+	"${as_root[@]}" "$bin" "${args[@]}" -- "${run[@]}"
 	code=$?
 	set -e
 	# Recordings are root-only (0700/0600); the runner's user uploads them.
-	if [ -d "$out" ]; then $sudo chown -R "$(id -u):$(id -g)" "$out"; fi
+	if [ -d "$out" ]; then "${as_root[@]}" chown -R "$(id -u):$(id -g)" "$out"; fi
 	output exit-code "$code"
 	output recording "$out"
 	exit "$code"

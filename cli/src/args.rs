@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use diffkeeper_runtime_config::CaptureBackend;
 
 /// Read DiffKeeper flight recordings: what changed in a container's
 /// filesystem, when, and by whom.
@@ -159,8 +160,8 @@ pub struct RecordArgs {
     pub no_baseline: bool,
     /// How changes are captured: `auto` is eBPF where it loads (root, a
     /// kernel with BTF), inotify otherwise (no pids, coalesced writes).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub backend: Backend,
+    #[arg(long, default_value = "auto", value_parser = str::parse::<CaptureBackend>)]
+    pub backend: CaptureBackend,
     /// Fail instead of falling back when eBPF is unavailable (the same as
     /// `--backend ebpf`).
     #[arg(long, conflicts_with = "backend")]
@@ -173,14 +174,6 @@ pub struct RecordArgs {
         value_name = "CMD"
     )]
     pub command: Vec<std::ffi::OsString>,
-}
-
-/// A capture backend for `record`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Auto,
-    Ebpf,
-    Inotify,
 }
 
 #[derive(Debug, Args)]

@@ -17,11 +17,15 @@ pub fn resolve(root: &Path, arg: &str, namespace: Option<&str>) -> Result<PathBu
             .pop()
             .with_context(|| format!("{arg}: no recording (*.redb) in this directory"));
     }
-    let matches: Vec<Archived> = Archive::new(root)
+    let mut matches: Vec<Archived> = Archive::new(root)
         .list(namespace)?
         .into_iter()
         .filter(|f| f.container.starts_with(arg))
         .collect();
+    // An exact id wins over longer ids it is a prefix of (`web`, `web-1`).
+    if matches.iter().any(|f| f.container == arg) {
+        matches.retain(|f| f.container == arg);
+    }
     let mut containers: Vec<(&str, &str)> = matches
         .iter()
         .map(|f| (f.namespace.as_str(), f.container.as_str()))

@@ -227,6 +227,10 @@ fn ambiguous_and_unknown_ids_are_explained() {
         "{}",
         stderr(&out)
     );
+    // An exact id is not ambiguous with the longer ids it begins.
+    recording(root.path(), "default", "web", "a");
+    let out = diffkeeper(root.path(), &["timeline", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = diffkeeper(root.path(), &["timeline", "nope"]);
     assert!(
         stderr(&out).contains("no recording file, directory or container \"nope\""),

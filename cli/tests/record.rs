@@ -290,7 +290,7 @@ fn the_github_action_step_records_and_passes_the_exit_code() {
         .env("INPUT_RUN", "echo flaky > result; exit 3")
         .env("INPUT_WATCH", ".\n")
         .env("INPUT_OUT", "trace")
-        .env("INPUT_ARGS", "--debounce 50ms")
+        .env("INPUT_ARGS", "--debounce=50ms\n--exclude=**/*.tmp\n")
         .env("GITHUB_OUTPUT", &outputs)
         .output()
         .unwrap();

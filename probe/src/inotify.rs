@@ -15,12 +15,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::{Event, Gap, Op, PathFlags, Record};
@@ -44,8 +44,8 @@ const BUFFER: usize = 64 * 1024;
 pub struct InotifyWatch {
     fd: AsyncFd<OwnedFd>,
     /// The root paths are relative to (`/` for a command, the container's
-    /// root filesystem for a container).
-    root: PathBuf,
+    /// root filesystem for a container), opened.
+    root: OwnedFd,
     /// Subtrees never watched (the recording's own directory, /proc...).
     skip: Vec<PathBuf>,
     /// Watch descriptor → the directory, as a path below `root`.
@@ -76,7 +76,11 @@ impl InotifyWatch {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)?;
         let mut watch = InotifyWatch {
             fd,
-            root: root.to_path_buf(),
+            root: rustix::fs::open(
+                root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
             skip: skip.to_vec(),
             dirs: HashMap::new(),
             attrs: HashMap::new(),
@@ -205,40 +209,47 @@ impl InotifyWatch {
     /// filled before its watch existed), a file is read once closed or
     /// after the debounce.
     fn created(&mut self, path: PathBuf, is_dir: bool) {
-        if self.report(&path) && is_dir {
+        if self.report(&path, false) && is_dir {
             self.watch_tree(&path, true);
         }
     }
 
     /// Reports `path` as new; false if it is already gone again (its
-    /// removal follows).
-    fn report(&mut self, path: &Path) -> bool {
-        let Ok(meta) = std::fs::symlink_metadata(self.host(path)) else {
+    /// removal follows). A file `found` by a scan was made before its
+    /// directory's watch, so its close was not seen: it is reported closed
+    /// too (read now, in order; a later write is seen by the new watch).
+    fn report(&mut self, path: &Path, found: bool) -> bool {
+        let Ok((fd, stat)) = self.open_in_root(path, OFlags::PATH) else {
             return false;
         };
         self.attrs.insert(
             path.to_path_buf(),
-            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (stat.st_mode & 0o7777, stat.st_uid, stat.st_gid),
         );
         let path = path.to_path_buf();
-        if meta.is_dir() {
-            self.push(Op::Mkdir, path, None, meta.mode());
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(self.host(&path)).unwrap_or_default();
+        let file_type = FileType::from_raw_mode(stat.st_mode);
+        if file_type == FileType::Directory {
+            self.push(Op::Mkdir, path, None, stat.st_mode);
+        } else if file_type == FileType::Symlink {
+            let target = rustix::fs::readlinkat(&fd, "", Vec::new()).unwrap_or_default();
+            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
             self.push(Op::Symlink, path, Some(target), 0);
         } else {
-            let mut event = self.event(Op::Open, path, None, meta.mode());
+            let mut event = self.event(Op::Open, path.clone(), None, stat.st_mode);
             event.op_flags = (libc::O_CREAT | libc::O_WRONLY) as u64;
             self.ready.push_back(Record::Event(event));
+            if found {
+                self.push(Op::Close, path, None, 0);
+            }
         }
         true
     }
 
     fn attributes_changed(&mut self, path: PathBuf) {
-        let Ok(meta) = std::fs::symlink_metadata(self.host(&path)) else {
+        let Ok((_, stat)) = self.open_in_root(&path, OFlags::PATH) else {
             return;
         };
-        let now = (meta.mode() & 0o7777, meta.uid(), meta.gid());
+        let now = (stat.st_mode & 0o7777, stat.st_uid, stat.st_gid);
         let before = self.attrs.insert(path.clone(), now);
         if before.is_none_or(|(mode, _, _)| mode != now.0) {
             self.push(Op::Chmod, path.clone(), None, now.0);
@@ -260,7 +271,14 @@ impl InotifyWatch {
             if self.skipped(&dir) {
                 continue;
             }
-            match inotify::add_watch(self.fd.get_ref(), self.host(&dir), MASK) {
+            let Ok((dir_fd, _)) = self.open_in_root(&dir, OFlags::RDONLY | OFlags::DIRECTORY)
+            else {
+                continue; // gone, or not a directory any more
+            };
+            // The watch goes on the directory opened inside the root (the
+            // magic link is followed, so not DONT_FOLLOW).
+            let opened = format!("/proc/self/fd/{}", dir_fd.as_raw_fd());
+            match inotify::add_watch(self.fd.get_ref(), opened, MASK - WatchFlags::DONT_FOLLOW) {
                 Ok(wd) => {
                     self.dirs.insert(wd, dir.clone());
                 }
@@ -274,15 +292,19 @@ impl InotifyWatch {
                 }
                 Err(_) => continue, // gone, or not a directory any more
             }
-            let Ok(entries) = std::fs::read_dir(self.host(&dir)) else {
+            let Ok(entries) = rustix::fs::Dir::read_from(&dir_fd) else {
                 continue;
             };
             for entry in entries.flatten() {
-                let path = dir.join(entry.file_name());
-                if self.skipped(&path) || report && !self.report(&path) {
+                let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                if name == "." || name == ".." {
                     continue;
                 }
-                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                let path = dir.join(name);
+                if self.skipped(&path) || report && !self.report(&path, true) {
+                    continue;
+                }
+                if entry.file_type() == FileType::Directory {
                     pending.push(path);
                 }
             }
@@ -302,9 +324,26 @@ impl InotifyWatch {
         self.skip.iter().any(|skip| path.starts_with(skip))
     }
 
-    /// `path` (below the root) as a host path.
-    fn host(&self, path: &Path) -> PathBuf {
-        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    /// Opens `path` (below the root) without leaving the root: symlinks,
+    /// the last one included, are never followed out of it, so a workload
+    /// that swaps a directory for a symlink cannot make this watch or stat
+    /// the host's files.
+    fn open_in_root(&self, path: &Path, flags: OFlags) -> std::io::Result<(OwnedFd, Stat)> {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
+        let fd = rustix::fs::openat2(
+            &self.root,
+            relative,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let stat = rustix::fs::fstat(&fd)?;
+        Ok((fd, stat))
     }
 
     fn push(&mut self, op: Op, path: PathBuf, path2: Option<PathBuf>, mode: u32) {

@@ -81,14 +81,9 @@ impl Archive {
         &self.root
     }
 
-    /// The path a recording of `namespace/container` started at `started`
-    /// gets, its directories created (0700).
-    pub fn slot(
-        &self,
-        namespace: &str,
-        container: &str,
-        started: SystemTime,
-    ) -> Result<PathBuf, ArchiveError> {
+    /// The directory of `namespace/container`'s recordings (refusing names
+    /// that would leave the root: empty, `.`, `..`, or holding `/`).
+    pub fn container_dir(&self, namespace: &str, container: &str) -> Result<PathBuf, ArchiveError> {
         for part in [namespace, container] {
             if part.is_empty() || part.contains('/') || part == "." || part == ".." {
                 return Err(ArchiveError {
@@ -98,8 +93,19 @@ impl Archive {
                 });
             }
         }
+        Ok(self.root.join(namespace).join(container))
+    }
+
+    /// The path a recording of `namespace/container` started at `started`
+    /// gets, its directories created (0700).
+    pub fn slot(
+        &self,
+        namespace: &str,
+        container: &str,
+        started: SystemTime,
+    ) -> Result<PathBuf, ArchiveError> {
+        let dir = self.container_dir(namespace, container)?;
         create_private_dir(&self.root)?;
-        let dir = self.root.join(namespace).join(container);
         create_private_dir(&dir)?;
         Ok(dir.join(recording_file_name(started)))
     }
@@ -198,13 +204,15 @@ impl Archive {
         Ok(removed)
     }
 
-    /// The recordings `rules` let go, as of `now`. Per container: all but
-    /// the newest `keep`, those older than `max_age`, then the oldest until
-    /// the rest fit in `max_bytes`. Recordings still being written are
-    /// never chosen (they count towards `keep` and `max_bytes`).
-    pub fn expired(
+    /// The recordings retention lets go, as of `now`, with the rules
+    /// `rules_for` gives each container (its namespace and id). Per
+    /// container: all but the newest `keep`, those older than `max_age`,
+    /// then the oldest until the rest fit in `max_bytes`. Recordings still
+    /// being written are never chosen (they count towards `keep` and
+    /// `max_bytes`).
+    pub fn expired<'r>(
         &self,
-        rules: &Retention,
+        rules_for: impl Fn(&str, &str) -> &'r Retention,
         now: SystemTime,
     ) -> Result<Vec<Archived>, ArchiveError> {
         let mut expired = Vec::new();
@@ -217,6 +225,7 @@ impl Archive {
             }) {
                 group.push(next);
             }
+            let rules = rules_for(&group[0].namespace, &group[0].container);
             expired.extend(expired_in_group(group, rules, now));
         }
         Ok(expired)
@@ -359,7 +368,7 @@ mod tests {
 
         // `expired` lists in `list` order: by container, then start.
         let names = |rules: Retention| -> Vec<PathBuf> {
-            let expired = archive.expired(&rules, now).unwrap();
+            let expired = archive.expired(|_, _| &rules, now).unwrap();
             expired.into_iter().map(|a| a.path).collect()
         };
         let keep = Retention {
@@ -387,6 +396,24 @@ mod tests {
             [old.clone(), mid.clone(), new.clone(), other.clone()]
         );
         assert!(names(Retention::default()).is_empty());
+        // Rules per container: an age limit for `b` alone spares `a`.
+        let (none, age) = (
+            Retention::default(),
+            Retention {
+                max_age: Some(5 * day),
+                ..Default::default()
+            },
+        );
+        let only_b = archive
+            .expired(
+                |ns, c| if (ns, c) == ("ns", "b") { &age } else { &none },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            only_b.into_iter().map(|a| a.path).collect::<Vec<_>>(),
+            std::slice::from_ref(&other)
+        );
 
         std::fs::remove_file(&live).unwrap();
         assert_eq!(archive.remove_stale_links().unwrap(), [active]);

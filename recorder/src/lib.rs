@@ -34,17 +34,18 @@ pub use filter::PathFilter;
 pub use root::{RootView, Snapshot};
 pub use session::{Session, SessionOptions};
 
-/// How a recording made with the eBPF probe is captured, with what it
+/// How a recording made with `watch`'s backend is captured, with what it
 /// cannot see (docs/probe.md, docs/recording.md); kept in each recording's
 /// metadata and shown by `diffkeeper timeline`.
-pub fn ebpf_capture() -> diffkeeper_store::Capture {
-    capture("ebpf", EBPF_BLIND_SPOTS)
-}
-
-/// How a recording made with the inotify fallback is captured
-/// (docs/probe.md, "Without eBPF").
-pub fn inotify_capture() -> diffkeeper_store::Capture {
-    capture("inotify", INOTIFY_BLIND_SPOTS)
+pub fn capture_of(watch: &diffkeeper_probe::AnyWatch) -> diffkeeper_store::Capture {
+    let (backend, blind_spots) = match watch {
+        diffkeeper_probe::AnyWatch::Ebpf(_) => ("ebpf", EBPF_BLIND_SPOTS),
+        diffkeeper_probe::AnyWatch::Inotify(_) => ("inotify", INOTIFY_BLIND_SPOTS),
+    };
+    diffkeeper_store::Capture {
+        backend: backend.into(),
+        limits: blind_spots.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 const INOTIFY_BLIND_SPOTS: &[&str] = &[
@@ -61,10 +62,3 @@ const EBPF_BLIND_SPOTS: &[&str] = &[
     "stores through a shared mapping until msync, close or the debounce",
     "a file created and removed faster than the recorder can read it (only the removal)",
 ];
-
-fn capture(backend: &str, blind_spots: &[&str]) -> diffkeeper_store::Capture {
-    diffkeeper_store::Capture {
-        backend: backend.into(),
-        limits: blind_spots.iter().map(|s| s.to_string()).collect(),
-    }
-}

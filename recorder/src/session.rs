@@ -192,6 +192,11 @@ impl Session {
         now_ns: u64,
         exit_code: Option<i32>,
     ) -> diffkeeper_store::Result<Status> {
+        // Files still mapped may have been stored to since their last read.
+        let mapped: Vec<RecPath> = self.mappings.drain().map(|(_, path)| path).collect();
+        for path in mapped {
+            self.mark_dirty(path, now_ns, Actor::Recorder);
+        }
         self.flush_due();
         let dirty = self.dirty_since(|_| true);
         for path in dirty {
@@ -221,6 +226,16 @@ impl Session {
                 return;
             }
             self.started = true;
+        }
+        // The common case, another write to a file already dirty, changes
+        // nothing: return before building a path or an actor for it.
+        if matches!(
+            ev.op,
+            ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate
+        ) && ev.path_flags == PathFlags::default()
+            && self.dirty.contains_key(ev.path.as_os_str().as_bytes())
+        {
+            return;
         }
         // pid 0 is no process of a workload: the backend could not tell.
         let actor = match ev.pid {
@@ -266,7 +281,11 @@ impl Session {
             ProbeOp::Rename => self.on_rename(&ev, path, t, actor),
             ProbeOp::Unlink | ProbeOp::Rmdir => {
                 if let Some(path) = path {
-                    self.dirty.retain(|p, _| p != &path && !p.is_within(&path));
+                    if ev.op == ProbeOp::Unlink {
+                        self.dirty.remove(&path);
+                    } else {
+                        self.dirty.retain(|p, _| p != &path && !p.is_within(&path));
+                    }
                     let op = if ev.op == ProbeOp::Unlink {
                         Op::Unlink { path }
                     } else {
@@ -342,7 +361,16 @@ impl Session {
                 self.later.push((t, actor, Op::Exec { path: exe }));
             }
             ProbeOp::Exit => {
-                self.mappings.retain(|(pid, _), _| *pid != ev.pid);
+                // Its mappings are gone with it (munmap is not traced): what
+                // it stored through them is final now, so read it.
+                let unmapped: Vec<RecPath> = self
+                    .mappings
+                    .extract_if(|(pid, _), _| *pid == ev.pid)
+                    .map(|(_, path)| path)
+                    .collect();
+                for path in unmapped {
+                    self.mark_due(path, t, actor.clone());
+                }
                 let code = exit_code(ev.ret);
                 self.later.push((t, actor, Op::Exit { code }));
             }

@@ -21,7 +21,7 @@ pub use node::{
     InvalidAnnotations, NodeConfig, Resolved, ANNOTATION_PREFIX, CONFIG_ENV, DEFAULT_CONFIG_PATH,
 };
 pub use settings::{
-    settings, BaselineMode, CaptureBackend, Config, FailurePolicy, Retention, Setting,
+    settings, BaselineMode, CaptureBackend, Config, FailurePolicy, RestoreFrom, Retention, Setting,
     DEFAULT_RECORDINGS_ROOT,
 };
 pub use units::{parse_duration, parse_size};

@@ -31,7 +31,7 @@ pub struct Config {
     /// Record the Kubernetes sandbox (pause) container too.
     pub record_sandbox: bool,
     /// `<recording>@<time>`: start from another recording's state.
-    pub restore_from: Option<String>,
+    pub restore_from: Option<RestoreFrom>,
     /// Node only: where finished recordings are kept.
     pub recordings_root: PathBuf,
     /// Node only: each recorded container's eBPF ring buffer size (4 MiB:
@@ -87,6 +87,14 @@ pub enum FailurePolicy {
     Closed,
 }
 
+/// `restore-from`, split: which recording, and the time in it (checked
+/// by the shim against that recording).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreFrom {
+    pub recording: String,
+    pub time: String,
+}
+
 /// How a container's file changes are captured.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CaptureBackend {
@@ -96,6 +104,19 @@ pub enum CaptureBackend {
     Ebpf,
     /// inotify on the container's root filesystem (no pids; docs/probe.md).
     Inotify,
+}
+
+impl std::str::FromStr for CaptureBackend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(CaptureBackend::Auto),
+            "ebpf" => Ok(CaptureBackend::Ebpf),
+            "inotify" => Ok(CaptureBackend::Inotify),
+            other => Err(format!("{other:?}: expected auto, ebpf or inotify")),
+        }
+    }
 }
 
 /// Which recordings of a container are kept.
@@ -274,12 +295,7 @@ pub fn settings() -> &'static [Setting] {
             help: "how file changes are captured",
             node_only: false,
             apply: |c, v| {
-                c.capture = match v.text().as_str() {
-                    "auto" => CaptureBackend::Auto,
-                    "ebpf" => CaptureBackend::Ebpf,
-                    "inotify" => CaptureBackend::Inotify,
-                    _ => return Err(()),
-                };
+                c.capture = v.text().parse().map_err(|_| ())?;
                 Ok(())
             },
         },
@@ -353,7 +369,10 @@ pub fn settings() -> &'static [Setting] {
                 (!recording.is_empty() && !time.is_empty())
                     .then_some(())
                     .ok_or(())?;
-                c.restore_from = Some(text);
+                c.restore_from = Some(RestoreFrom {
+                    recording: recording.to_owned(),
+                    time: time.to_owned(),
+                });
                 Ok(())
             },
         },

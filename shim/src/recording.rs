@@ -23,10 +23,11 @@ use std::time::{Duration, SystemTime};
 
 use diffkeeper_probe::{AnyWatch, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    ebpf_capture, inotify_capture, run as drive, Archive, BaselineScan, PathFilter, RootView,
-    Session, SessionOptions,
+    capture_of, run as drive, Archive, BaselineScan, PathFilter, RootView, Session, SessionOptions,
 };
-use diffkeeper_runtime_config::{BaselineMode, CaptureBackend, Config, FailurePolicy, NodeConfig};
+use diffkeeper_runtime_config::{
+    BaselineMode, CaptureBackend, Config, FailurePolicy, NodeConfig, Retention, ANNOTATION_PREFIX,
+};
 use diffkeeper_store::{
     monotonic_now_ns, Capture, Recorder, RecorderOptions, RecordingMeta, Status, Subject,
 };
@@ -42,10 +43,11 @@ pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the exit containerd sees may wait for the recording to finish.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Annotations that name the image, in the order they are trusted.
-/// The annotation naming a moment to start from (see `restore`).
-const RESTORE_ANNOTATION: &str = "io.diffkeeper.restore-from";
+/// CRI's annotation telling a pod's sandbox (pause) container from its
+/// app containers.
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
+/// Annotations that name the image, in the order they are trusted.
 const IMAGE_ANNOTATIONS: &[&str] = &[
     "io.kubernetes.cri.image-name",
     "org.opencontainers.image.ref.name",
@@ -64,6 +66,8 @@ struct Running {
     /// The slot in the recordings root, holding a symlink to `file`.
     slot: Option<PathBuf>,
     config: Config,
+    /// The node's retention, for the other containers' recordings.
+    node_retention: Retention,
     stop: Option<oneshot::Sender<Option<i32>>>,
     finished: Option<oneshot::Receiver<Result<Status, String>>>,
 }
@@ -79,9 +83,9 @@ impl FlightRecorder {
         }
     }
 
-    /// The container's configuration; `Ok(None)`: the node config is
-    /// broken, so record nothing.
-    fn resolve(&self, info: &ContainerInfo) -> Result<Option<Config>, ObserverError> {
+    /// The container's configuration and the node's retention; `Ok(None)`:
+    /// the node config is broken, so record nothing.
+    fn resolve(&self, info: &ContainerInfo) -> Result<Option<(Config, Retention)>, ObserverError> {
         let path = info.config_path.as_deref().unwrap_or(&self.config_path);
         let node = match NodeConfig::load(path) {
             Ok(node) => node,
@@ -100,10 +104,15 @@ impl FlightRecorder {
         for warning in &resolved.warnings {
             tracing::warn!(id = %info.id, "{warning}");
         }
-        Ok(Some(resolved.config))
+        Ok(Some((resolved.config, node.config.retention)))
     }
 
-    async fn start(&self, info: &ContainerInfo, config: Config) -> Result<Running, String> {
+    async fn start(
+        &self,
+        info: &ContainerInfo,
+        config: Config,
+        node_retention: Retention,
+    ) -> Result<Running, String> {
         let filter = PathFilter::new(&config.include, &config.exclude)
             .map_err(|e| format!("include/exclude: {e}"))?;
         let file = info.bundle.join(BUNDLE_RECORDING);
@@ -145,6 +154,7 @@ impl FlightRecorder {
             file,
             slot,
             config,
+            node_retention,
             stop: Some(stop_tx),
             finished: Some(done_rx),
         })
@@ -180,10 +190,11 @@ impl FlightRecorder {
 #[async_trait::async_trait]
 impl ContainerObserver for FlightRecorder {
     async fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError> {
-        let Some(config) = self.resolve(info)? else {
-            if info.annotations.contains_key(RESTORE_ANNOTATION) {
+        let Some((config, node_retention)) = self.resolve(info)? else {
+            let restore_key = format!("{ANNOTATION_PREFIX}restore-from");
+            if info.annotations.contains_key(&restore_key) {
                 return Err(format!(
-                    "{RESTORE_ANNOTATION} cannot be honoured: the node config is invalid (see containerd's log)"
+                    "{restore_key} cannot be honoured: the node config is invalid (see containerd's log)"
                 )
                 .into());
             }
@@ -195,12 +206,14 @@ impl ContainerObserver for FlightRecorder {
         if let Some(source) = &config.restore_from {
             restore(info, source, &config.recordings_root).await?;
         }
-        if !config.record {
-            tracing::info!(id = %info.id, "recording disabled");
+        let sandbox =
+            info.annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
+        if !config.record || (sandbox && !config.record_sandbox) {
+            tracing::info!(id = %info.id, sandbox, "recording disabled");
             return Ok(());
         }
         let policy = config.on_failure;
-        match self.start(info, config).await {
+        match self.start(info, config, node_retention).await {
             Ok(running) => {
                 tracing::info!(id = %info.id, file = %running.file.display(), "recording");
                 self.running
@@ -234,26 +247,40 @@ impl ContainerObserver for FlightRecorder {
         else {
             return;
         };
-        let Some(slot) = &running.slot else {
+        let Some(slot) = running.slot.clone() else {
             tracing::error!(id = %info.id, file = %running.file.display(), "recording lost with the bundle: no slot in the recordings root");
             return;
         };
-        match Archive::keep(&running.file, slot) {
-            Ok(()) => tracing::info!(id = %info.id, path = %slot.display(), "recording kept"),
-            Err(err) => {
-                tracing::error!(id = %info.id, %err, "recording not moved out of the bundle")
+        // A copy when the root is on another file system, and a listing of
+        // the root: file I/O, off the shim's thread.
+        let (namespace, id) = (info.namespace.clone(), info.id.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            match Archive::keep(&running.file, &slot) {
+                Ok(()) => tracing::info!(id, path = %slot.display(), "recording kept"),
+                Err(err) => tracing::error!(id, %err, "recording not moved out of the bundle"),
             }
+            apply_retention(&running, &namespace, &id);
+        });
+        if let Err(err) = kept.await {
+            tracing::error!(id = %info.id, %err, "keeping the recording failed");
         }
-        apply_retention(
-            &Archive::new(&running.config.recordings_root),
-            &running.config,
-        );
     }
 }
 
-/// Deletes what retention lets go; failures are logged, never fatal.
-fn apply_retention(archive: &Archive, config: &Config) {
-    match archive.expired(&config.retention, SystemTime::now()) {
+/// Deletes what retention lets go: this container's recordings by its own
+/// rules (annotations included), every other container's by the node's (an
+/// annotation must not reach beyond its own container). Failures are
+/// logged, never fatal.
+fn apply_retention(running: &Running, namespace: &str, id: &str) {
+    let archive = Archive::new(&running.config.recordings_root);
+    let rules_for = |ns: &str, container: &str| {
+        if (ns, container) == (namespace, id) {
+            &running.config.retention
+        } else {
+            &running.node_retention
+        }
+    };
+    match archive.expired(rules_for, SystemTime::now()) {
         Ok(expired) => {
             for entry in expired {
                 match archive.remove(&entry) {
@@ -377,10 +404,7 @@ impl Plan {
                     return;
                 }
             };
-            let capture = match watch {
-                AnyWatch::Ebpf(_) => ebpf_capture(),
-                AnyWatch::Inotify(_) => inotify_capture(),
-            };
+            let capture = capture_of(&watch);
             let store = match create_store(&self.info, &self.config, &self.file, started, capture) {
                 Ok(store) => store,
                 Err(err) => {

@@ -14,35 +14,43 @@
 
 use std::path::{Path, PathBuf};
 
-use diffkeeper_recorder::Archive;
+use diffkeeper_recorder::{recordings_in, Archive};
+use diffkeeper_runtime_config::RestoreFrom;
 use diffkeeper_store::{Recording, RestoreReport, TimeSpec};
 
 use crate::observer::ContainerInfo;
 
-/// Applies `source` (the annotation's value) to `info.rootfs`.
+/// Applies `source` (the annotation, split) to `info.rootfs`.
 pub(crate) async fn restore(
     info: &ContainerInfo,
-    source: &str,
+    source: &RestoreFrom,
     recordings_root: &Path,
 ) -> Result<(), String> {
-    let fail = |reason: String| format!("io.diffkeeper.restore-from={source:?}: {reason}");
-    let (name, time) = source
-        .rsplit_once('@')
-        .ok_or_else(|| fail("expected <recording>@<time>".into()))?;
+    let RestoreFrom { recording, time } = source;
+    let fail = |reason: String| format!("io.diffkeeper.restore-from={recording}@{time}: {reason}");
     let spec: TimeSpec = time
         .parse()
         .map_err(|e| fail(format!("time {time:?}: {e}")))?;
-    let file = locate(recordings_root, &info.namespace, name).map_err(fail)?;
+    let (root, namespace, name) = (
+        recordings_root.to_path_buf(),
+        info.namespace.clone(),
+        recording.clone(),
+    );
     let rootfs = info.rootfs.clone();
-    let applied = file.clone();
-    let report = tokio::task::spawn_blocking(move || apply(&applied, &spec, &rootfs))
-        .await
-        .map_err(|e| fail(format!("the restore task failed: {e}")))?
-        .map_err(|reason| fail(format!("{}: {reason}", file.display())))?;
+    // Listing, verifying and writing are file I/O: off the shim's thread.
+    let (file, report) = tokio::task::spawn_blocking(move || {
+        let file = locate(&root, &namespace, &name)?;
+        apply(&file, &spec, &rootfs)
+            .map(|report| (file.clone(), report))
+            .map_err(|reason| format!("{}: {reason}", file.display()))
+    })
+    .await
+    .map_err(|e| fail(format!("the restore task failed: {e}")))?
+    .map_err(fail)?;
     tracing::info!(
         id = %info.id,
         from = %file.display(),
-        time,
+        time = %time,
         written = report.written,
         removed = report.removed,
         bytes = report.bytes,
@@ -64,16 +72,16 @@ fn locate(root: &Path, namespace: &str, name: &str) -> Result<PathBuf, String> {
         Some((container, file)) => (container, Some(file)),
         None => (name, None),
     };
-    let archive = Archive::new(root);
-    let candidates: Vec<PathBuf> = archive
-        .list(Some(namespace))
-        .map_err(|e| e.to_string())?
+    // The container's own directory, the same way the archive names it
+    // (which refuses `..` and the like).
+    let dir = Archive::new(root)
+        .container_dir(namespace, container)
+        .map_err(|e| e.to_string())?;
+    let found = recordings_in(&dir)
+        .unwrap_or_default()
         .into_iter()
-        .filter(|entry| entry.container == container)
-        .map(|entry| entry.path)
-        .filter(|path| file.is_none_or(|want| path.file_name().is_some_and(|f| f == want)))
-        .collect();
-    candidates.last().cloned().ok_or_else(|| {
+        .rfind(|path| file.is_none_or(|want| path.file_name().is_some_and(|f| f == want)));
+    found.ok_or_else(|| {
         format!(
             "no recording of container {container:?}{} in namespace {namespace:?} under {} \
              (`diffkeeper ls` lists them)",
@@ -83,7 +91,7 @@ fn locate(root: &Path, namespace: &str, name: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// Opens, verifies, resolves and restores: the blocking part.
+/// Opens, verifies, resolves and restores.
 fn apply(file: &Path, spec: &TimeSpec, rootfs: &Path) -> Result<RestoreReport, String> {
     let recording = Recording::open(file).map_err(|e| e.to_string())?;
     let verified = recording.verify().map_err(|e| e.to_string())?;

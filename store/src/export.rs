@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
+use crate::content::ContentRef;
 use crate::error::{contained, Error, Result};
 use crate::path::RecPath;
 use crate::recording::{Recording, StoredContent};
@@ -146,9 +147,13 @@ impl Recording {
                 .iter()
                 .filter(|(path, node)| snapshot.baseline.get(path) != Some(*node))
                 .collect();
+            let reader = RecordedContent {
+                recording: self,
+                reader: self.content_reader()?,
+            };
             for (path, node) in &changed {
                 if let Some(content) = node.content() {
-                    if !self.has_content(content)? {
+                    if !reader.has(content)? {
                         return Err(Error::ExportTarget {
                             path: root.to_path_buf(),
                             reason: format!(
@@ -170,23 +175,16 @@ impl Recording {
                 gaps: snapshot.gaps.len() as u64,
                 ..RestoreReport::default()
             };
-            // Paths arrive sorted, so a deleted directory comes before its
-            // children, which go with it.
-            let mut removed_dir: Option<&RecPath> = None;
-            for (path, _) in snapshot.baseline.iter() {
-                if snapshot.state.get(path).is_some()
-                    || removed_dir.is_some_and(|dir| path.is_within(dir))
-                {
-                    continue;
-                }
-                writer.remove(path)?;
-                report.removed += 1;
-                removed_dir = Some(path);
-            }
-            let reader = RecordedContent {
-                recording: self,
-                reader: self.content_reader()?,
+            // A deleted entry whose parent is deleted too goes with it.
+            let gone = |path: &RecPath| {
+                snapshot.baseline.get(path).is_some() && snapshot.state.get(path).is_none()
             };
+            for (path, _) in snapshot.baseline.iter() {
+                if gone(path) && !path.parent().is_some_and(|parent| gone(&parent)) {
+                    writer.remove(path)?;
+                    report.removed += 1;
+                }
+            }
             for (path, node) in changed {
                 if let Written::Content(bytes) = writer.entry(&reader, path, node)? {
                     report.bytes += bytes;
@@ -203,6 +201,17 @@ impl Recording {
 struct RecordedContent<'r> {
     recording: &'r Recording,
     reader: StoredContent,
+}
+
+impl RecordedContent<'_> {
+    /// Whether `content` was recorded (not so for a manifest-only
+    /// baseline's files, or files over `max-file-size`).
+    fn has(&self, content: &ContentRef) -> Result<bool> {
+        let record = self.reader.record(&content.id);
+        Ok(record
+            .map_err(|f| self.recording.fault(content, f))?
+            .is_some())
+    }
 }
 
 /// What [`TreeWriter::entry`] did.
@@ -277,9 +286,7 @@ impl TreeWriter {
             NodeKind::File(file) => {
                 let data = match content.reader.read(file) {
                     Ok(data) => data,
-                    Err(_) if !content.recording.has_content(file)? => {
-                        return Ok(Written::NoContent)
-                    }
+                    Err(_) if !content.has(file)? => return Ok(Written::NoContent),
                     Err(fault) => return Err(content.recording.fault(file, fault)),
                 };
                 self.file(path, node, &data)?;

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The shim binary: `$DIFFKEEPER_SHIM_BIN` (the Makefile sets it), else
-/// built with the same cargo, profile and target directory as the tests.
+/// The shim binary: `$DIFFKEEPER_SHIM_BIN` if set (e.g. to test a release
+/// build), else built with the same cargo, profile and target directory as
+/// the tests.
 pub fn shim_binary() -> Result<PathBuf, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {

@@ -12,10 +12,18 @@ use std::process::Child;
 use std::thread::{self, sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::leaks::shims_of;
 use crate::CtrOutput;
 
 /// How long one `ctr` call may take before the harness gives up on it.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The containerd a `ctr` call talks to, for the hang report.
+pub(crate) struct Hung<'a> {
+    pub pid: u32,
+    pub address: &'a Path,
+    pub log: &'a Path,
+}
 
 /// A `ctr` process and the readers of its output.
 pub(crate) struct Running {
@@ -42,11 +50,7 @@ pub(crate) fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u
 
 /// Waits for `running` until [`CTR_TIMEOUT`]; a hung call is reported
 /// (see the module docs) and killed, and its output says so.
-pub(crate) fn finish(
-    mut running: Running,
-    containerd_pid: u32,
-    containerd_log: &Path,
-) -> CtrOutput {
+pub(crate) fn finish(mut running: Running, containerd: &Hung) -> CtrOutput {
     let deadline = Instant::now() + CTR_TIMEOUT;
     let mut timed_out = false;
     let status = loop {
@@ -55,7 +59,7 @@ pub(crate) fn finish(
             Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
             Ok(None) => {
                 timed_out = true;
-                report_hang(running.child.id(), containerd_pid, containerd_log);
+                report_hang(running.child.id(), containerd);
                 signal(running.child.id(), libc::SIGQUIT);
                 sleep(Duration::from_secs(2));
                 let _ = running.child.kill();
@@ -96,9 +100,10 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 /// Prints the state of `ctr`, containerd and every shim to stderr (the
 /// test's captured output, shown when it fails).
-fn report_hang(ctr_pid: u32, containerd_pid: u32, containerd_log: &Path) {
+fn report_hang(ctr_pid: u32, containerd: &Hung) {
+    let (containerd_pid, containerd_log) = (containerd.pid, containerd.log);
     let mut report = format!("==== harness: ctr (pid {ctr_pid}) hung; process states ====\n");
-    for pid in interesting_pids(ctr_pid, containerd_pid) {
+    for pid in interesting_pids(ctr_pid, containerd) {
         report.push_str(&describe(pid));
     }
     let log_before = fs::metadata(containerd_log).map_or(0, |m| m.len());
@@ -114,21 +119,14 @@ fn report_hang(ctr_pid: u32, containerd_pid: u32, containerd_log: &Path) {
     eprintln!("{report}==== end of hang report ====");
 }
 
-/// `ctr`, containerd, and every process whose command line names a shim.
-fn interesting_pids(ctr_pid: u32, containerd_pid: u32) -> Vec<u32> {
-    let mut pids = vec![ctr_pid, containerd_pid];
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("containerd-shim") && !pids.contains(&pid) {
-            pids.push(pid);
-        }
-    }
+/// `ctr`, containerd, and the shims this containerd started.
+fn interesting_pids(ctr_pid: u32, containerd: &Hung) -> Vec<u32> {
+    let mut pids = vec![ctr_pid, containerd.pid];
+    pids.extend(
+        shims_of(containerd.address)
+            .iter()
+            .map(|shim| shim.pid as u32),
+    );
     pids
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::binaries::shim_binary;
-use crate::bounded::{self, read_all, Running, CTR_TIMEOUT};
+use crate::bounded::{self, read_all, Hung, Running};
 use crate::image::busybox_rootfs;
 use crate::image::OciImage;
 use crate::leaks;
@@ -145,15 +145,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Ok(containerd)
     }
 
-    /// A `ctr` command bound to this instance and namespace, killed if it
-    /// takes longer than a minute.
-    pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("timeout");
-        command.args(["-k", "5", &CTR_TIMEOUT.as_secs().to_string(), "ctr"]);
-        self.ctr_args(&mut command, args);
-        command
-    }
-
     /// A `ctr` command without a time limit (`ctr events`): the caller
     /// kills it.
     pub fn ctr_unbounded(&self, args: &[&str]) -> Command {
@@ -224,7 +215,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     fn finish(&self, spawned: std::io::Result<Running>) -> CtrOutput {
         match spawned {
-            Ok(running) => bounded::finish(running, self.child.id(), &self.log_path()),
+            Ok(running) => bounded::finish(
+                running,
+                &Hung {
+                    pid: self.child.id(),
+                    address: &self.address,
+                    log: &self.log_path(),
+                },
+            ),
             Err(err) => CtrOutput {
                 code: None,
                 stdout: String::new(),

@@ -12,7 +12,7 @@ pub fn e2e_unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (mounts, cgroups, containerd)".into());
     }
-    for tool in ["containerd", "ctr", "busybox", "script", "tar", "sha256sum"] {
+    for tool in ["containerd", "ctr", "busybox", "tar", "sha256sum"] {
         if !on_path(tool) {
             return Some(format!("`{tool}` not found on PATH"));
         }

@@ -149,7 +149,10 @@ struct Cli<'a> {
 impl Cli<'_> {
     fn run(&self, args: &[&str]) -> CtrOutput {
         let out = Command::new(cli_binary().unwrap())
-            .env("DIFFKEEPER_CONFIG", &self.ctrd.node_config)
+            .env(
+                diffkeeper_runtime_config::CONFIG_ENV,
+                &self.ctrd.node_config,
+            )
             .args(args)
             .output()
             .unwrap();
@@ -471,10 +474,15 @@ fn annotations_and_runtime_options_configure_recording() {
         "the container did not run"
     );
     let out = run("typo", "io.diffkeeper.recrod=false");
+    assert_ne!(out.code, Some(0), "an unknown key is refused: {out:?}");
     assert!(
         out.stderr.contains("io.diffkeeper.recrod"),
         "{}",
         out.stderr
+    );
+    assert!(
+        !ctrd.rootfs.join("ran").exists(),
+        "the container did not run"
     );
     ctrd.remove("bad");
     ctrd.remove("typo");

@@ -22,27 +22,18 @@ fn runs_to_completion_with_stdout_and_exact_exit_codes() {
         let out = ctrd.run_rootfs(runtime, "three", &["/bin/sh", "-c", "exit 3"]);
         assert_eq!(out.code, Some(3), "{runtime}: {out:?}");
 
-        let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-        let mut run = ctrd.ctr_command(&[
-            "run",
-            "--rm",
-            "--runtime",
-            runtime,
-            "--rootfs",
-            &rootfs,
-            "killed",
-            "/bin/sleep",
-            "600",
-        ]);
-        let mut child = run.stdout(Stdio::null()).spawn().unwrap();
-        assert!(
-            ctrd.wait_status("killed", "RUNNING", Duration::from_secs(20)),
-            "{runtime}: never running\n{}",
-            ctrd.log()
-        );
-        ctrd.ctr(&["task", "kill", "-s", "KILL", "killed"])
-            .expect_ok("kill");
-        assert_eq!(child.wait().unwrap().code(), Some(137), "{runtime}");
+        let killed = std::thread::scope(|scope| {
+            let run = scope.spawn(|| ctrd.run_rootfs(runtime, "killed", &["/bin/sleep", "600"]));
+            assert!(
+                ctrd.wait_status("killed", "RUNNING", Duration::from_secs(20)),
+                "{runtime}: never running\n{}",
+                ctrd.log()
+            );
+            ctrd.ctr(&["task", "kill", "-s", "KILL", "killed"])
+                .expect_ok("kill");
+            run.join().unwrap()
+        });
+        assert_eq!(killed.code, Some(137), "{runtime}: {killed:?}");
     }
 }
 

@@ -29,7 +29,7 @@ pub fn run(root: &Path, node: &NodeConfig, args: &GcArgs) -> Result<ExitCode> {
     };
     let archive = Archive::new(root);
     let mut freed = 0;
-    for entry in archive.expired(&rules, SystemTime::now())? {
+    for entry in archive.expired(|_, _| &rules, SystemTime::now())? {
         if args.dry_run {
             println!("would delete {}", entry.path.display());
         } else {

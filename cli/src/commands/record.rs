@@ -8,15 +8,16 @@ use std::process::{Command, ExitCode, ExitStatus};
 use anyhow::{bail, Context, Result};
 use diffkeeper_probe::{AnyWatch, ChildCgroup, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    create_private_dir, ebpf_capture, inotify_capture, recording_file_name, run as drive,
-    BaselineScan, PathFilter, RootView, Session, SessionOptions,
+    capture_of, create_private_dir, recording_file_name, run as drive, BaselineScan, PathFilter,
+    RootView, Session, SessionOptions,
 };
+use diffkeeper_runtime_config::CaptureBackend;
 use diffkeeper_store::{
     monotonic_now_ns, unix_now_ns, Recorder, RecorderOptions, RecordingMeta, Subject,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::args::{Backend, RecordArgs};
+use crate::args::RecordArgs;
 use crate::output::{bytes, short};
 
 /// The largest baseline kept with content; past it, files are hashed only.
@@ -42,7 +43,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     let filter = PathFilter::new(&include, &exclude).context("--include/--exclude")?;
 
     let backend = if args.require_ebpf {
-        Backend::Ebpf
+        CaptureBackend::Ebpf
     } else {
         args.backend
     };
@@ -62,7 +63,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
         },
         started_unix_ns: unix_now_ns(),
         mono_base_ns: monotonic_now_ns(),
-        capture: capture.description(),
+        capture: capture_of(&capture.watch),
         labels: [(
             "cwd".to_string(),
             std::env::current_dir()?.display().to_string(),
@@ -148,17 +149,8 @@ struct Capture {
     _probe: Option<Probe>,
 }
 
-impl Capture {
-    fn description(&self) -> diffkeeper_store::Capture {
-        match self.watch {
-            AnyWatch::Ebpf(_) => ebpf_capture(),
-            AnyWatch::Inotify(_) => inotify_capture(),
-        }
-    }
-}
-
 /// Starts `backend`; `auto` falls back to inotify, saying why.
-fn start_capture(backend: Backend, watched: &[PathBuf], out: &Path) -> Result<Capture> {
+fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Result<Capture> {
     let inotify = || -> Result<Capture> {
         let watch = InotifyWatch::start(Path::new("/"), watched, &[out.to_path_buf()])
             .context("starting inotify")?;
@@ -169,12 +161,12 @@ fn start_capture(backend: Backend, watched: &[PathBuf], out: &Path) -> Result<Ca
         })
     };
     match backend {
-        Backend::Inotify => inotify(),
-        Backend::Ebpf => start_ebpf().context(
+        CaptureBackend::Inotify => inotify(),
+        CaptureBackend::Ebpf => start_ebpf().context(
             "the eBPF probe could not be used (it needs root and a kernel with BTF); \
              --backend auto falls back to inotify instead",
         ),
-        Backend::Auto => start_ebpf().or_else(|err| {
+        CaptureBackend::Auto => start_ebpf().or_else(|err| {
             eprintln!(
                 "diffkeeper: eBPF unavailable ({err:#}); recording with inotify: \
                  no pids, no exec/exit, writes coalesced (--require-ebpf refuses instead)"
