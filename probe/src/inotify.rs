@@ -216,8 +216,9 @@ impl InotifyWatch {
 
     /// Reports `path` as new; false if it is already gone again (its
     /// removal follows). A file `found` by a scan was made before its
-    /// directory's watch, so its close was not seen: it is reported closed
-    /// too (read now, in order; a later write is seen by the new watch).
+    /// directory's watch, so its writes and close were not seen: it is
+    /// reported written and closed too (read now, in order; a later write
+    /// is seen by the new watch).
     fn report(&mut self, path: &Path, found: bool) -> bool {
         let Ok((fd, stat)) = self.open_in_root(path, OFlags::PATH) else {
             return false;
@@ -239,6 +240,7 @@ impl InotifyWatch {
             event.op_flags = (libc::O_CREAT | libc::O_WRONLY) as u64;
             self.ready.push_back(Record::Event(event));
             if found {
+                self.push(Op::Write, path.clone(), None, 0);
                 self.push(Op::Close, path, None, 0);
             }
         }

@@ -37,6 +37,27 @@ struct Dirty {
     /// burst of closes of one file while the recorder catches up costs one
     /// read (a read after the fact would see the latest content anyway).
     due_ns: Option<u64>,
+    /// Written since it became dirty (not only created or truncated by an
+    /// open). A close of a file never written through is no moment to read:
+    /// a shell's `> file` opens, moves the fd with dup2 and closes the
+    /// original before anything is written, and the content comes after.
+    written: bool,
+    /// Such a close came: the first write after it (through the dup'd fd,
+    /// whose own close is implicit and unseen) is the moment to read.
+    close_pending: bool,
+}
+
+impl Dirty {
+    /// A write at `t`; true if that makes the file due (a close came
+    /// before it, see `close_pending`).
+    fn written_at(&mut self, t: u64) -> bool {
+        self.written = true;
+        let due = std::mem::take(&mut self.close_pending);
+        if due {
+            self.due_ns = Some(t);
+        }
+        due
+    }
 }
 
 /// Turns probe records into store events. Every failure to record is
@@ -233,9 +254,11 @@ impl Session {
             ev.op,
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate
         ) && ev.path_flags == PathFlags::default()
-            && self.dirty.contains_key(ev.path.as_os_str().as_bytes())
         {
-            return;
+            if let Some(dirty) = self.dirty.get_mut(ev.path.as_os_str().as_bytes()) {
+                self.maybe_due |= dirty.written_at(ev.ts_ns);
+                return;
+            }
         }
         // pid 0 is no process of a workload: the backend could not tell.
         let actor = match ev.pid {
@@ -252,7 +275,7 @@ impl Session {
             ProbeOp::Open => {
                 let changes_content = ev.op_flags & (libc::O_CREAT | libc::O_TRUNC) as u64 != 0;
                 if let (Some(path), true) = (path, changes_content) {
-                    self.mark_dirty(path, t, actor);
+                    self.mark_opened(path, t, actor);
                 }
             }
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
@@ -274,8 +297,12 @@ impl Session {
                 }
             }
             ProbeOp::Close | ProbeOp::Fsync => {
-                if let Some(path) = path {
-                    self.mark_due(path, t, actor);
+                let Some(path) = path else { return };
+                match self.dirty.get_mut(&path) {
+                    // Only opened (created or truncated) so far: read after
+                    // the next write, or at the debounce (`Dirty::written`).
+                    Some(dirty) if !dirty.written => dirty.close_pending = true,
+                    _ => self.mark_due(path, t, actor),
                 }
             }
             ProbeOp::Rename => self.on_rename(&ev, path, t, actor),
@@ -446,8 +473,21 @@ impl Session {
         self.options.filter.accepts(&path).then_some(path)
     }
 
+    /// `path` changed (written, truncated, mapped, moved in...).
     fn mark_dirty(&mut self, path: RecPath, t: u64, actor: Actor) {
-        if self.dirty.contains_key(&path) {
+        self.insert_dirty(path, t, actor, true);
+    }
+
+    /// `path` was created or truncated by an open, not yet written.
+    fn mark_opened(&mut self, path: RecPath, t: u64, actor: Actor) {
+        self.insert_dirty(path, t, actor, false);
+    }
+
+    fn insert_dirty(&mut self, path: RecPath, t: u64, actor: Actor, written: bool) {
+        if let Some(dirty) = self.dirty.get_mut(&path) {
+            if written {
+                self.maybe_due |= dirty.written_at(t);
+            }
             return; // the common case: another write to a dirty file
         }
         if let Some(touched) = &mut self.touched {
@@ -459,6 +499,8 @@ impl Session {
                 since_ns: t,
                 actor,
                 due_ns: None,
+                written,
+                close_pending: false,
             },
         );
     }

@@ -289,7 +289,12 @@ fn check_scenario(ctrd: &Containerd, id: &str, ctr_run: &[&str], rootfs_after: i
         timeline.stdout
     );
     assert_eq!(made("create", "/work/status.log"), [sh]);
-    assert_eq!(made("write", "/work/status.log"), [sh, sh]);
+    assert_eq!(
+        made("write", "/work/status.log"),
+        [sh, sh],
+        "{}",
+        timeline.stdout
+    );
     assert_eq!(made("create", "/work/app.log"), [sh]);
     assert_eq!(made("write", "/work/app.log"), [sh]);
     assert_eq!(made("rename", "/work/incoming.txt"), [pids["mv"]]);
