@@ -29,7 +29,10 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 RECORDING is a recording file (*.redb), a directory holding recordings (the
 newest is used), or a container id or unique id prefix under --root
-(narrowed with --namespace).
+(narrowed with --namespace). Instead of RECORDING, --pod NAMESPACE/NAME
+(with --container NAME when the pod has several) picks a Kubernetes
+container's newest recording; --previous picks the one before it, the
+instance that ran before the latest restart.
 
 TIME is `latest`, a duration since the recording started (2m14s, 1500ms,
 0.5s), an RFC 3339 timestamp, or an event number (#1234).
@@ -45,6 +48,8 @@ pub enum Command {
         /// Only this containerd namespace.
         #[arg(long, short)]
         namespace: Option<String>,
+        #[command(flatten)]
+        pod: PodArgs,
         #[arg(long)]
         json: bool,
     },
@@ -71,6 +76,8 @@ pub enum Command {
         json: bool,
     },
     /// Print a file as it was at a time.
+    // With --pod, the one positional given is PATH.
+    #[command(allow_missing_positional = true)]
     Cat {
         #[command(flatten)]
         recording: RecordingArg,
@@ -127,11 +134,71 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RecordingArg {
     /// File, directory, or container id (prefix).
-    #[arg(value_name = "RECORDING")]
-    pub recording: String,
+    #[arg(
+        value_name = "RECORDING",
+        required_unless_present = "pod",
+        conflicts_with = "pod"
+    )]
+    pub recording: Option<String>,
     /// Namespace to look the container id up in.
     #[arg(long, short)]
     pub namespace: Option<String>,
+    #[command(flatten)]
+    pub pod: PodArgs,
+}
+
+/// Kubernetes selection: a pod's containers and their restarts.
+#[derive(Debug, Args)]
+pub struct PodArgs {
+    /// A Kubernetes pod's recordings, by the pod's namespace and name.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub pod: Option<PodName>,
+    /// The container's name in the pod.
+    #[arg(long, value_name = "NAME", requires = "pod")]
+    pub container: Option<String>,
+    /// The instance before the newest: what ran (and perhaps crashed)
+    /// before the latest restart, like `kubectl logs --previous`.
+    #[arg(long)]
+    pub previous: bool,
+}
+
+/// `NAMESPACE/NAME` of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for PodName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(PodName {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
+            _ => Err(format!(
+                "expected NAMESPACE/NAME (e.g. default/web-0), got {s:?}"
+            )),
+        }
+    }
+}
+
+impl PodName {
+    pub fn matches(&self, identity: &diffkeeper_store::KubernetesIdentity) -> bool {
+        identity.pod_namespace == self.namespace && identity.pod_name == self.name
+    }
+}
+
+impl std::fmt::Display for PodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -62,7 +62,7 @@ async fn records_what_a_real_process_did() {
             backend: "ebpf".into(),
             limits: vec![],
         },
-        labels: Default::default(),
+        ..Default::default()
     };
     let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
     let options = SessionOptions {

@@ -26,6 +26,7 @@ use containerd_shim_protos::ttrpc::r#async::Server;
 use diffkeeper_runtime_config::NodeConfig;
 
 use crate::cgroup::{ContainerCgroup, Layout};
+use crate::cri::SANDBOX_ID;
 use crate::error::{Error, Result};
 use crate::events::RemoteEvents;
 use crate::helper::{self, Helper, HELPER_ARG};
@@ -35,8 +36,6 @@ use crate::service::{self, TaskService, RUNTIME_DIR};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
-/// Annotation naming the pod a CRI container belongs to: one shim per pod.
-const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// The exit code containerd reports for a task whose shim had to be
 /// cleaned up by `delete` (runc's shim uses 128 + SIGKILL).
 const KILLED: u32 = 128 + 9;

@@ -9,10 +9,12 @@
 //! (starting from a recorded moment), `instance` (containers and their
 //! processes), `helper` (the single-threaded process libcontainer runs
 //! in), `reaper`, `stdio`, `logging` (containerd's log URIs), `events`,
-//! `options` (containerd's runtime options), `cgroup`, `spec` and `error`.
+//! `options` (containerd's runtime options), `cri` (what Kubernetes says
+//! about a pod's containers), `cgroup`, `spec` and `error`.
 
 mod bootstrap;
 mod cgroup;
+mod cri;
 mod error;
 mod events;
 mod helper;

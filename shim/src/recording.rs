@@ -33,6 +33,7 @@ use diffkeeper_store::{
 };
 use tokio::sync::oneshot;
 
+use crate::cri;
 use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError};
 use crate::restore::restore;
 
@@ -43,15 +44,6 @@ pub const BUNDLE_RECORDING: &str = "diffkeeper.redb";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the exit containerd sees may wait for the recording to finish.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// CRI's annotation telling a pod's sandbox (pause) container from its
-/// app containers.
-const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-
-/// Annotations that name the image, in the order they are trusted.
-const IMAGE_ANNOTATIONS: &[&str] = &[
-    "io.kubernetes.cri.image-name",
-    "org.opencontainers.image.ref.name",
-];
 
 /// Records every container of this shim.
 pub struct FlightRecorder {
@@ -206,8 +198,7 @@ impl ContainerObserver for FlightRecorder {
         if let Some(source) = &config.restore_from {
             restore(info, source, &config.recordings_root).await?;
         }
-        let sandbox =
-            info.annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
+        let sandbox = cri::is_sandbox(&info.annotations);
         if !config.record || (sandbox && !config.record_sandbox) {
             tracing::info!(id = %info.id, sandbox, "recording disabled");
             return Ok(());
@@ -327,11 +318,6 @@ fn create_store(
     started: SystemTime,
     capture: Capture,
 ) -> Result<Recorder, String> {
-    let image = IMAGE_ANNOTATIONS
-        .iter()
-        .find_map(|key| info.annotations.get(*key))
-        .cloned()
-        .unwrap_or_default();
     let started_unix_ns = started
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -341,7 +327,7 @@ fn create_store(
             kind: "container".into(),
             id: info.id.clone(),
             namespace: info.namespace.clone(),
-            image,
+            image: cri::image(&info.annotations).unwrap_or_default().into(),
             rootfs: info.rootfs.display().to_string(),
         },
         started_unix_ns,
@@ -352,6 +338,7 @@ fn create_store(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        kubernetes: cri::identity(&info.annotations),
     };
     let options = RecorderOptions {
         commit_interval: config.commit_interval,

@@ -29,7 +29,8 @@ pub use error::{Error, Result};
 pub use event::{lost_events, Actor, Event, Op, OpKind};
 pub use export::{ExportOptions, ExportProgress, ExportReport, RestoreReport};
 pub use meta::{
-    BaselineMode, BaselineStatus, Capture, RecordingMeta, RecordingState, Status, Subject,
+    BaselineMode, BaselineStatus, Capture, KubernetesIdentity, RecordingMeta, RecordingState,
+    Status, Subject,
 };
 pub use path::{PathGlobs, RecPath, MAX_PATH_LEN};
 pub use recorder::{monotonic_now_ns, unix_now_ns, Recorder, RecorderOptions};

@@ -18,9 +18,12 @@ pub struct RecordingMeta {
     pub mono_base_ns: u64,
     /// The capture backend (`ebpf`, `fanotify`, …) and what it cannot see.
     pub capture: Capture,
-    /// Free-form identity: Kubernetes pod, container name, CI job…
+    /// Free-form identity: annotations, CI job…
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The pod and container, for a container Kubernetes ran (CRI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesIdentity>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +39,22 @@ pub struct Subject {
     /// Where the root file system was (container rootfs or watched paths).
     #[serde(default)]
     pub rootfs: String,
+}
+
+/// Who a CRI container was, from the annotations containerd's CRI plugin
+/// sets (and the kubelet's restart count, where the runtime passes it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesIdentity {
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    /// The container's name in the pod spec.
+    pub container_name: String,
+    /// The pod sandbox's containerd id.
+    pub sandbox_id: String,
+    /// How many times the kubelet restarted this container before.
+    #[serde(default)]
+    pub restart_count: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,20 @@ pub fn cli_binary() -> Result<PathBuf, String> {
         .clone()
 }
 
+/// The node installer: `$DIFFKEEPER_INSTALLER_BIN`, else built like the
+/// shim.
+pub fn installer_binary() -> Result<PathBuf, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        locate(
+            "DIFFKEEPER_INSTALLER_BIN",
+            "diffkeeper-installer",
+            "diffkeeper-node-installer",
+        )
+    })
+    .clone()
+}
+
 fn locate(env: &str, package: &str, bin: &str) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::binaries::shim_binary;
+use crate::binaries::{cli_binary, shim_binary};
 use crate::bounded::{self, read_all, Hung, Running};
+use crate::cri::{self, Cri, Setup};
 use crate::image::busybox_rootfs;
 use crate::image::OciImage;
 use crate::leaks;
@@ -60,8 +61,22 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd and waits until it answers.
+    /// Starts containerd (CRI plugin disabled) and waits until it answers.
     pub fn start() -> Result<Self, String> {
+        Self::launch(None)
+    }
+
+    /// Starts containerd with its CRI plugin (see [`crate::cri`]): the
+    /// handlers `runc` and `diffkeeper` (written by the node installer),
+    /// host-network pods only, namespace `k8s.io`.
+    pub fn start_cri() -> Result<(Self, Cri), String> {
+        let containerd = Self::launch(Some(Setup))?;
+        let cri = Cri::connect(&containerd.address)?;
+        Setup.import_images(&containerd, &cri)?;
+        Ok((containerd, cri))
+    }
+
+    fn launch(cri: Option<Setup>) -> Result<Self, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let shim = shim_binary()?;
         let tmp = tempfile::Builder::new()
@@ -71,13 +86,16 @@ impl Containerd {
         let dir = tmp.path().to_path_buf();
         let bin = dir.join("bin");
         fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-        symlink(&shim, bin.join("containerd-shim-diffkeeper-v1")).map_err(|e| e.to_string())?;
+        // With CRI, the node installer puts it there.
+        if cri.is_none() {
+            symlink(&shim, bin.join("containerd-shim-diffkeeper-v1")).map_err(|e| e.to_string())?;
+        }
         let address = dir.join("containerd.sock");
-        let config = format!(
+        let mut config = format!(
             r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {disabled}
 # Debug: containerd then starts shims with -debug, and a failing test's
 # output (`log()`) shows what the shim did.
 [debug]
@@ -93,8 +111,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             state = dir.join("state").display(),
             address = address.display(),
             opt = dir.join("opt").display(),
+            disabled = if cri.is_some() {
+                "[]"
+            } else {
+                r#"["io.containerd.grpc.v1.cri"]"#
+            },
         );
-        fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
+        if let Some(setup) = &cri {
+            config.push_str(&setup.plugin_config(&dir));
+        }
+        let config_path = dir.join("config.toml");
+        fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        if let Some(setup) = &cri {
+            setup.install_runtime(&config_path, &bin)?;
+        }
         let recordings = dir.join("recordings");
         let node_config = dir.join("diffkeeper.toml");
         fs::write(
@@ -123,11 +153,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let containerd = Self {
             child,
             address,
-            namespace: format!(
-                "dk{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ),
+            namespace: if cri.is_some() {
+                cri::NAMESPACE.to_owned()
+            } else {
+                format!(
+                    "dk{}-{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                )
+            },
             rootfs,
             dir,
             node_config,
@@ -292,6 +326,30 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.wait_status(id, "STOPPED", Duration::from_secs(10));
         let _ = self.ctr(&["task", "rm", "-f", id]);
         let _ = self.ctr(&["container", "rm", id]);
+    }
+
+    /// Runs the `diffkeeper` CLI with this instance's node config (so its
+    /// recordings root).
+    pub fn diffkeeper(&self, args: &[&str]) -> CtrOutput {
+        let out = cli_binary().and_then(|cli| {
+            Command::new(&cli)
+                .env(diffkeeper_runtime_config::CONFIG_ENV, &self.node_config)
+                .args(args)
+                .output()
+                .map_err(|e| format!("run {}: {e}", cli.display()))
+        });
+        match out {
+            Ok(out) => CtrOutput {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            Err(err) => CtrOutput {
+                code: None,
+                stdout: String::new(),
+                stderr: err,
+            },
+        }
     }
 
     /// containerd's log so far (shim logs included).

@@ -50,8 +50,20 @@ pub struct OciImage {
 
 impl OciImage {
     /// Packs `rootfs` (plus a marker file `/etc/diffkeeper-image`) into an
-    /// OCI image layout archive under `work`. The image config sets `PATH`.
+    /// OCI image layout archive under `work`. The image config sets `PATH`
+    /// and runs `/bin/sh`.
     pub fn build(rootfs: &Path, work: &Path, reference: &str) -> io::Result<Self> {
+        Self::build_with_entrypoint(rootfs, work, reference, &[])
+    }
+
+    /// [`OciImage::build`] with an `Entrypoint` (e.g. a pod sandbox image
+    /// that sleeps forever).
+    pub fn build_with_entrypoint(
+        rootfs: &Path,
+        work: &Path,
+        reference: &str,
+        entrypoint: &[&str],
+    ) -> io::Result<Self> {
         let layout = work.join("oci-layout-dir");
         let blobs = layout.join("blobs/sha256");
         fs::create_dir_all(&blobs)?;
@@ -69,7 +81,11 @@ impl OciImage {
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "config": if entrypoint.is_empty() {
+                json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]})
+            } else {
+                json!({"Env": ["PATH=/bin"], "Entrypoint": entrypoint})
+            },
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
         });
         let (config_digest, config_size) = store_blob(&blobs, config.to_string().as_bytes())?;

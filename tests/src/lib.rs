@@ -6,11 +6,12 @@
 pub mod binaries;
 pub mod bounded;
 pub mod containerd;
+pub mod cri;
 pub mod image;
 pub mod leaks;
 pub mod skip;
 
-pub use binaries::{cli_binary, shim_binary};
+pub use binaries::{cli_binary, installer_binary, shim_binary};
 pub use containerd::{Containerd, CtrOutput};
 pub use image::{busybox_rootfs, OciImage};
 pub use skip::{e2e_unavailable, skip};
@@ -30,4 +31,17 @@ pub fn containerd_or_skip() -> Option<Containerd> {
         return None;
     }
     Some(Containerd::start().unwrap_or_else(|err| panic!("cannot start containerd: {err}")))
+}
+
+/// A private containerd with its CRI plugin and a client for it (see
+/// [`cri`]), or `None` as for [`containerd_or_skip`].
+pub fn cri_or_skip() -> Option<(Containerd, cri::Cri)> {
+    if let Some(reason) = e2e_unavailable() {
+        skip(&reason);
+        return None;
+    }
+    Some(
+        Containerd::start_cri()
+            .unwrap_or_else(|err| panic!("cannot start containerd with CRI: {err}")),
+    )
 }

@@ -8,12 +8,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::{
-    cli_binary, containerd_or_skip, leaks, Containerd, CtrOutput, DIFFKEEPER_RUNTIME,
-};
+use diffkeeper_tests::{containerd_or_skip, leaks, Containerd, CtrOutput, DIFFKEEPER_RUNTIME};
 
 /// Where the script notes the pid behind each change: never recorded.
 const PIDS_EXCLUDED: &str = "io.diffkeeper.exclude=/proc/**,/sys/**,/dev/**,/pids,/pids/**";
@@ -148,19 +145,7 @@ struct Cli<'a> {
 
 impl Cli<'_> {
     fn run(&self, args: &[&str]) -> CtrOutput {
-        let out = Command::new(cli_binary().unwrap())
-            .env(
-                diffkeeper_runtime_config::CONFIG_ENV,
-                &self.ctrd.node_config,
-            )
-            .args(args)
-            .output()
-            .unwrap();
-        CtrOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.ctrd.diffkeeper(args)
     }
 
     fn ok(&self, args: &[&str]) -> CtrOutput {

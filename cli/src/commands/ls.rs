@@ -4,10 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use diffkeeper_recorder::{Archive, Archived};
-use diffkeeper_store::{format_offset, Recording, RecordingState};
+use diffkeeper_store::{format_offset, KubernetesIdentity, RecordingState};
 use serde::Serialize;
 
+use crate::args::PodArgs;
+use crate::locate::{catalogue, select, Entry};
 use crate::output::{bytes, print_json, rfc3339};
 
 #[derive(Serialize)]
@@ -20,11 +21,13 @@ struct Row {
     events: Option<u64>,
     state: String,
     size: u64,
+    /// Pod and container name, for a container Kubernetes ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<KubernetesIdentity>,
 }
 
-pub fn run(root: &Path, namespace: Option<&str>, json: bool) -> Result<ExitCode> {
-    let rows: Vec<Row> = Archive::new(root)
-        .list(namespace)?
+pub fn run(root: &Path, namespace: Option<&str>, pod: &PodArgs, json: bool) -> Result<ExitCode> {
+    let rows: Vec<Row> = select(catalogue(root, namespace)?, pod)
         .into_iter()
         .map(row)
         .collect();
@@ -33,18 +36,29 @@ pub fn run(root: &Path, namespace: Option<&str>, json: bool) -> Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        eprintln!("no recordings under {}", root.display());
+        eprintln!("no recordings under {}{}", root.display(), selection(pod));
         return Ok(ExitCode::SUCCESS);
     }
+    let pods = rows.iter().any(|r| r.kubernetes.is_some());
+    let pod_header = if pods {
+        format!("{:<32} ", "POD/CONTAINER")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<12} {:<24} {:<24} {:>10} {:>8} {:>10}  STATE",
+        "{:<12} {:<24} {pod_header}{:<24} {:>10} {:>8} {:>10}  STATE",
         "NAMESPACE", "CONTAINER", "STARTED", "DURATION", "EVENTS", "SIZE"
     );
     for r in rows {
+        let pod_column = match (&r.kubernetes, pods) {
+            (Some(k), _) => format!("{:<32} ", pod_label(k)),
+            (None, true) => format!("{:<32} ", "-"),
+            (None, false) => String::new(),
+        };
         println!(
-            "{:<12} {:<24} {:<24} {:>10} {:>8} {:>10}  {}",
+            "{:<12} {:<24} {pod_column}{:<24} {:>10} {:>8} {:>10}  {}",
             r.namespace,
-            r.container,
+            short_id(&r.container),
             r.started.unwrap_or_else(|| "?".into()),
             r.duration_ms
                 .map(|ms| format_offset(std::time::Duration::from_millis(ms)))
@@ -59,7 +73,41 @@ pub fn run(root: &Path, namespace: Option<&str>, json: bool) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(found: Archived) -> Row {
+/// ` for pod shop/web` and the like, for the "nothing found" message.
+fn selection(pod: &PodArgs) -> String {
+    let mut said = String::new();
+    if let Some(name) = &pod.pod {
+        said.push_str(&format!(" for pod {name}"));
+    }
+    if let Some(container) = &pod.container {
+        said.push_str(&format!(", container {container}"));
+    }
+    if pod.previous {
+        said.push_str(" (previous instances)");
+    }
+    said
+}
+
+/// `shop/web/app#2`: pod, container name, restart count.
+fn pod_label(k: &KubernetesIdentity) -> String {
+    let restart = k.restart_count.map(|n| format!("#{n}")).unwrap_or_default();
+    format!(
+        "{}/{}/{}{restart}",
+        k.pod_namespace, k.pod_name, k.container_name
+    )
+}
+
+/// CRI's 64-hex container ids, shortened as crictl does; others in full.
+fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..13]
+    } else {
+        id
+    }
+}
+
+fn row(entry: Entry) -> Row {
+    let found = entry.archived;
     let mut row = Row {
         namespace: found.namespace,
         container: found.container,
@@ -69,8 +117,9 @@ fn row(found: Archived) -> Row {
         events: None,
         state: String::new(),
         size: found.size,
+        kubernetes: None,
     };
-    let recording = match Recording::open(&found.path) {
+    let recording = match entry.recording {
         Ok(r) => r,
         Err(e) => {
             row.state = format!("unreadable: {e}");
@@ -79,6 +128,7 @@ fn row(found: Archived) -> Row {
     };
     let meta = recording.meta();
     row.started = Some(rfc3339(meta.started_unix_ns));
+    row.kubernetes = meta.kubernetes.clone();
     row.events = recording.event_count().ok();
     match recording.status() {
         Ok(status) => {

@@ -22,7 +22,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let node = NodeConfig::load(&cli.config)?;
     let root = cli.root.unwrap_or(node.config.recordings_root.clone());
     match cli.command {
-        Command::Ls { namespace, json } => ls::run(&root, namespace.as_deref(), json),
+        Command::Ls {
+            namespace,
+            pod,
+            json,
+        } => ls::run(&root, namespace.as_deref(), &pod, json),
         Command::Timeline {
             recording,
             paths,
@@ -75,6 +79,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn open(root: &std::path::Path, arg: &RecordingArg) -> Result<Recording> {
-    let path = locate::resolve(root, &arg.recording, arg.namespace.as_deref())?;
+    let path = locate::resolve(root, arg)?;
     Recording::open(&path).with_context(|| format!("opening {}", path.display()))
 }

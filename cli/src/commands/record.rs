@@ -69,6 +69,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
             std::env::current_dir()?.display().to_string(),
         )]
         .into(),
+        kubernetes: None,
     };
     let store = Recorder::create(&file, &meta, RecorderOptions::default())
         .with_context(|| format!("creating {}", file.display()))?;

@@ -24,7 +24,7 @@ pub fn meta() -> RecordingMeta {
             backend: "test".into(),
             limits: vec![],
         },
-        labels: Default::default(),
+        ..Default::default()
     }
 }
 
