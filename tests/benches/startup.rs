@@ -1,16 +1,18 @@
 //! Start-to-exit latency of `ctr run --rm ... /bin/true` under runc's shim
 //! and ours (recording, recording without the baseline scan, not
-//! recording), and shim memory per container, in the same run. Prints
-//! tables.
+//! recording), shim memory per container, and pod start latency through
+//! CRI (handler `diffkeeper` vs `runc`), in the same run. Prints tables.
 //!
 //! `cargo bench -p diffkeeper-tests --bench startup` (root, containerd).
 
 use std::fs;
 use std::time::{Duration, Instant};
 
+use diffkeeper_tests::cri::{ContainerSpec, PodSpec, DIFFKEEPER_HANDLER, RUNC_HANDLER};
 use diffkeeper_tests::{
-    containerd_or_skip, leaks, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
+    containerd_or_skip, cri_or_skip, leaks, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
 };
+use k8s_cri::v1::ContainerState;
 
 const RUNS: usize = 30;
 const WARMUP: usize = 3;
@@ -82,6 +84,77 @@ fn main() {
         rss[1],
         rss[0] / rss[1]
     );
+    drop(ctrd);
+    pod_start_latency();
+}
+
+/// Pod handlers and how the table names them. runc first: the base.
+const POD_VARIANTS: [(&str, &[(&str, &str)], &str); 3] = [
+    (RUNC_HANDLER, &[], "runc"),
+    (DIFFKEEPER_HANDLER, &[], "diffkeeper, recording (default)"),
+    (
+        DIFFKEEPER_HANDLER,
+        &[("io.diffkeeper.baseline", "none")],
+        "diffkeeper, recording without baseline",
+    ),
+];
+const PODS: usize = 20;
+
+/// RunPodSandbox + CreateContainer + StartContainer until the container
+/// runs, as the kubelet sees a pod start; pods removed between runs.
+fn pod_start_latency() {
+    let Some((ctrd, cri)) = cri_or_skip() else {
+        return;
+    };
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); POD_VARIANTS.len()];
+    for round in 0..WARMUP + PODS {
+        for (slot, (handler, annotations, _)) in POD_VARIANTS.iter().enumerate() {
+            let name = format!("bench-{slot}-{round}");
+            let started = Instant::now();
+            let pod = cri
+                .run_pod(&PodSpec {
+                    namespace: "bench",
+                    name: &name,
+                    uid: &name,
+                    handler,
+                    annotations,
+                })
+                .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", ctrd.log()));
+            let spec = ContainerSpec {
+                name: "app",
+                attempt: 0,
+                script: "sleep 60",
+                annotations: &[],
+            };
+            let id = cri.create_container(&pod, &spec).expect("CreateContainer");
+            cri.start_container(&id).expect("StartContainer");
+            let status = cri
+                .wait_state(
+                    &id,
+                    ContainerState::ContainerRunning,
+                    Duration::from_secs(30),
+                )
+                .expect("ContainerStatus");
+            let took = started.elapsed();
+            assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+            cri.remove_pod(&pod).expect("remove the pod");
+            if round >= WARMUP {
+                samples[slot].push(took);
+            }
+        }
+    }
+    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let runc = ms(medians[0]);
+    println!();
+    println!("| pod start (RunPodSandbox + CreateContainer + StartContainer), median of {PODS} | time | ratio to runc |");
+    println!("|---|---|---|");
+    for ((_, _, name), median) in POD_VARIANTS.iter().zip(&medians) {
+        println!(
+            "| {name} | {:.1} ms | {:.2} |",
+            ms(*median),
+            ms(*median) / runc
+        );
+    }
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
