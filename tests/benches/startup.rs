@@ -88,8 +88,11 @@ fn main() {
     pod_start_latency();
 }
 
-/// Pod handlers and how the table names them. runc first: the base.
-const POD_VARIANTS: [(&str, &[(&str, &str)], &str); 3] = [
+/// A pod handler, the pod's annotations, and how the table names it.
+type PodVariant = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+
+/// runc first: the base.
+const POD_VARIANTS: [PodVariant; 3] = [
     (RUNC_HANDLER, &[], "runc"),
     (DIFFKEEPER_HANDLER, &[], "diffkeeper, recording (default)"),
     (
