@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use diffkeeper_store::{Actor, Op, RecPath, Recorder, RecorderOptions, RecordingMeta, Subject};
+use diffkeeper_store::{
+    Actor, KubernetesIdentity, Op, RecPath, Recorder, RecorderOptions, RecordingMeta, Subject,
+};
 
 const BASE: u64 = 5_000_000_000;
 
@@ -286,4 +288,95 @@ fn a_recording_is_readable_while_written() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("/tmp/x"));
     drop(rec);
+}
+
+/// A recording of a Kubernetes container that wrote `/attempt`.
+fn pod_recording(root: &Path, pod: &str, container: &str, restart: u32, started_s: i64) {
+    let id = format!("{pod}-{container}-{restart}");
+    let dir = root.join("k8s.io").join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let meta = RecordingMeta {
+        started_unix_ns: 1_763_000_000_000_000_000 + started_s * 1_000_000_000,
+        kubernetes: Some(KubernetesIdentity {
+            pod_namespace: "shop".into(),
+            pod_name: pod.into(),
+            pod_uid: format!("{pod}-uid"),
+            container_name: container.into(),
+            sandbox_id: format!("{pod}-sandbox"),
+            restart_count: Some(restart),
+        }),
+        ..meta(&id, "k8s.io")
+    };
+    let file = dir.join("r.redb");
+    let mut rec = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
+    let path = RecPath::new("/attempt").unwrap();
+    let content = rec
+        .store_content(&path, format!("{container} {restart}\n").as_bytes())
+        .unwrap();
+    rec.record(ms(100), Actor::Unknown, Op::Write { path, content })
+        .unwrap();
+    rec.finish(Some(1)).unwrap();
+}
+
+#[test]
+fn pod_recordings_are_selected_by_pod_container_and_previous() {
+    let root = tempfile::tempdir().unwrap();
+    pod_recording(root.path(), "web", "app", 0, 10);
+    pod_recording(root.path(), "web", "sidecar", 0, 11);
+    pod_recording(root.path(), "web", "app", 1, 20);
+    pod_recording(root.path(), "db", "app", 0, 30);
+    let cat = |args: &[&str]| {
+        let out = diffkeeper(root.path(), &[&["cat"][..], args, &["/attempt"]].concat());
+        (out.status.code(), stdout(&out), stderr(&out))
+    };
+    let web_app = ["--pod", "shop/web", "--container", "app"];
+    assert_eq!(cat(&web_app).1, "app 1\n", "the newest instance");
+    assert_eq!(cat(&[&web_app[..], &["--previous"]].concat()).1, "app 0\n");
+    assert_eq!(
+        cat(&["--pod", "shop/db"]).1,
+        "app 0\n",
+        "one container: no --container needed"
+    );
+    let (code, _, err) = cat(&["--pod", "shop/web"]);
+    assert_eq!(code, Some(3));
+    assert!(
+        err.contains("app, sidecar") && err.contains("--container"),
+        "{err}"
+    );
+    let (code, _, err) = cat(&["--pod", "shop/db", "--previous"]);
+    assert_eq!(code, Some(3));
+    assert!(err.contains("one recording only"), "{err}");
+    let (code, _, err) = cat(&["--pod", "shop"]);
+    assert_eq!(code, Some(2), "a pod is NAMESPACE/NAME");
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+
+    let ls = |args: &[&str]| -> Vec<String> {
+        let out = diffkeeper(root.path(), &[&["ls", "--json"][..], args].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["container"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ls(&["--pod", "shop/web"]),
+        ["web-app-0", "web-sidecar-0", "web-app-1"]
+    );
+    assert_eq!(
+        ls(&["--pod", "shop/web", "--container", "app"]),
+        ["web-app-0", "web-app-1"]
+    );
+    assert_eq!(ls(&["--pod", "shop/web", "--previous"]), ["web-app-0"]);
+    assert_eq!(
+        ls(&["--previous"]),
+        ["web-app-0"],
+        "only web/app was restarted"
+    );
+    let text = stdout(&diffkeeper(root.path(), &["ls", "--pod", "shop/web"]));
+    assert!(
+        text.contains("POD/CONTAINER") && text.contains("shop/web/app#1"),
+        "{text}"
+    );
 }

@@ -89,7 +89,11 @@ fn main() {
 }
 
 /// A pod handler, the pod's annotations, and how the table names it.
-type PodVariant = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type PodVariant = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 /// runc first: the base.
 const POD_VARIANTS: [PodVariant; 3] = [
