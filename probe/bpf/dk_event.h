@@ -11,7 +11,7 @@
 #ifndef DK_EVENT_H
 #define DK_EVENT_H
 
-#define DK_EVENT_VERSION 2
+#define DK_EVENT_VERSION 3
 
 /* Longest path (in bytes, no NUL) a record carries; longer ones are cut and flagged. */
 #define DK_PATH_MAX 4096
@@ -54,6 +54,7 @@ enum dk_flag {
 	DK_F_PATH2_RAW = 1 << 4,
 	/* A user string could not be read: the path is missing or partial. */
 	DK_F_PATH_UNREADABLE = 1 << 5,
+	DK_F_PATH2_UNREADABLE = 1 << 6,
 };
 
 /* One observed operation; path bytes (path_len, then path2_len) follow it, no NULs. */

@@ -174,7 +174,7 @@ static __always_inline __u32 file_path(struct dk_scratch *s, char *slot, struct 
  */
 static __always_inline __u32 user_path(struct dk_scratch *s, char *slot, int dfd,
 				       const char *uptr, __u16 *flags, __u16 truncated,
-				       __u16 outside)
+				       __u16 outside, __u16 unreadable)
 {
 	struct dentry *dentry;
 	struct vfsmount *mnt;
@@ -183,7 +183,7 @@ static __always_inline __u32 user_path(struct dk_scratch *s, char *slot, int dfd
 
 	n = bpf_probe_read_user_str(s->str, sizeof(s->str), uptr);
 	if (n <= 0) {
-		*flags |= DK_F_PATH_UNREADABLE;
+		*flags |= unreadable;
 		return 0;
 	}
 	slen = (n - 1) & DK_WALK_MASK;
@@ -198,7 +198,7 @@ static __always_inline __u32 user_path(struct dk_scratch *s, char *slot, int dfd
 		struct file *dir = fd_file(dfd);
 
 		if (!dir) {
-			*flags |= DK_F_PATH_UNREADABLE;
+			*flags |= unreadable;
 			return 0;
 		}
 		dentry = BPF_CORE_READ(dir, f_path.dentry);

@@ -394,7 +394,7 @@ static __always_inline void handle_path(struct dk_inflight *in)
 	begin_event(&s->ev, in->op, cgroup_id, in->nr);
 	copy_common(&s->ev, in);
 	len = user_path(s, s->a, in->dfd, (const char *)in->path_ptr, &s->ev.flags,
-			DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT);
+			DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT, DK_F_PATH_UNREADABLE);
 	if (len > DK_WALK_END)
 		len = DK_WALK_END;
 	s->ev.path_len = len;
@@ -415,15 +415,18 @@ static __always_inline void handle_path2(struct dk_inflight *in)
 	begin_event(&s->ev, in->op, cgroup_id, in->nr);
 	copy_common(&s->ev, in);
 	len1 = user_path(s, s->a, in->dfd, (const char *)in->path_ptr, &s->ev.flags,
-			 DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT);
+			 DK_F_PATH_TRUNCATED, DK_F_PATH_OUTSIDE_ROOT, DK_F_PATH_UNREADABLE);
 	if (in->how & DK_HOW_PATH2_RAW) {
 		long n = bpf_probe_read_user_str(s->b, DK_PATH_MAX, (const char *)in->path2_ptr);
 
 		s->ev.flags |= DK_F_PATH2_RAW;
+		if (n <= 0)
+			s->ev.flags |= DK_F_PATH2_UNREADABLE;
 		len2 = n > 0 ? n - 1 : 0;
 	} else {
 		len2 = user_path(s, s->b, in->dfd2, (const char *)in->path2_ptr, &s->ev.flags,
-				 DK_F_PATH2_TRUNCATED, DK_F_PATH2_OUTSIDE_ROOT);
+				 DK_F_PATH2_TRUNCATED, DK_F_PATH2_OUTSIDE_ROOT,
+				 DK_F_PATH2_UNREADABLE);
 	}
 	emit(ring, s, append_path2(s, len1, len2));
 }

@@ -5,7 +5,7 @@
 use std::mem::{offset_of, size_of};
 
 /// Version of [`RawEvent`] and [`RawGap`]; `DK_EVENT_VERSION` in C.
-pub const EVENT_VERSION: u16 = 2;
+pub const EVENT_VERSION: u16 = 3;
 
 pub const KIND_EVENT: u16 = 1;
 pub const KIND_GAP: u16 = 2;
@@ -16,6 +16,7 @@ pub const F_PATH2_TRUNCATED: u16 = 1 << 2;
 pub const F_PATH2_OUTSIDE_ROOT: u16 = 1 << 3;
 pub const F_PATH2_RAW: u16 = 1 << 4;
 pub const F_PATH_UNREADABLE: u16 = 1 << 5;
+pub const F_PATH2_UNREADABLE: u16 = 1 << 6;
 
 /// `struct dk_event`: the fixed part of an event record; paths follow it.
 #[repr(C)]

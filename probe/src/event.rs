@@ -239,7 +239,7 @@ fn event(raw: &RawEvent, path: &[u8], path2: &[u8]) -> Result<Event, DecodeError
         path2_flags: PathFlags {
             truncated: has(abi::F_PATH2_TRUNCATED),
             outside_root: has(abi::F_PATH2_OUTSIDE_ROOT),
-            unreadable: false,
+            unreadable: has(abi::F_PATH2_UNREADABLE),
         },
         fd: raw.fd,
         mode: raw.mode,
@@ -285,6 +285,40 @@ mod tests {
             normalize(b"/d\xffir/f"),
             Path::new(OsStr::from_bytes(b"/d\xffir/f"))
         );
+    }
+
+    #[test]
+    fn each_path_has_its_own_unreadable_flag() {
+        let raw = |flags| RawEvent {
+            version: abi::EVENT_VERSION,
+            kind: abi::KIND_EVENT,
+            op: 5, // rename
+            flags,
+            ts_ns: 1,
+            cgroup_id: 2,
+            pid: 3,
+            tid: 3,
+            ret: 0,
+            fd: -1,
+            mode: 0,
+            op_flags: 0,
+            offset: 0,
+            len: 0,
+            uid: u32::MAX,
+            gid: u32::MAX,
+            comm: [0; 16],
+            path_len: 4,
+            path2_len: 0,
+            syscall_nr: 82,
+            ns_pid: 3,
+            ns_tid: 3,
+        };
+        let renamed = event(&raw(abi::F_PATH2_UNREADABLE), b"/old", b"").unwrap();
+        assert_eq!(renamed.path, Path::new("/old"));
+        assert!(!renamed.path_flags.unreadable, "the first path is fine");
+        assert!(renamed.path2_flags.unreadable);
+        let first = event(&raw(abi::F_PATH_UNREADABLE), b"/old", b"").unwrap();
+        assert!(first.path_flags.unreadable && !first.path2_flags.unreadable);
     }
 
     #[test]

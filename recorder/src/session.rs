@@ -459,7 +459,14 @@ impl Session {
 
     /// A probe path as a recorded path, or `None` if it is not recorded.
     fn path_of(&mut self, path: &Path, flags: PathFlags) -> Option<RecPath> {
-        if path.as_os_str().is_empty() || flags.outside_root || flags.unreadable {
+        if flags.unreadable {
+            // The operation succeeded; only its path is unknown.
+            self.store.note_incomplete(
+                "the probe could not read the path of a successful operation; that change is not recorded",
+            );
+            return None;
+        }
+        if path.as_os_str().is_empty() || flags.outside_root {
             return None;
         }
         let path = RecPath::new(path.as_os_str().as_bytes()).ok()?;
