@@ -48,6 +48,11 @@ pub enum Error {
     #[error("cgroup {0:#x} is already watched (by this or another process)")]
     AlreadyWatched(u64),
 
+    /// Another build's `Probe::load` retired this probe's programs while
+    /// nothing watched through them: load the probe again.
+    #[error("the probe set {0} was retired (detached) by another build; load the probe again")]
+    Retired(PathBuf),
+
     #[error(
         "polling the ring buffer of cgroup {cgroup_id:#x} (is a tokio runtime running?): {source}"
     )]

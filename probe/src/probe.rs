@@ -101,16 +101,7 @@ impl Probe {
             source,
         })?;
 
-        // Serialises installers of every build host-wide: flock on /run,
-        // which every process sees.
-        let lock_path = PathBuf::from("/run/diffkeeper-probe.lock");
-        let lock = File::create(&lock_path)
-            .and_then(|file| file.lock().map(|()| file))
-            .map_err(|source| Error::Io {
-                what: "locking",
-                path: lock_path,
-                source,
-            })?;
+        let lock = install_lock(true)?;
         if !pin_dir.exists() {
             install(&pin_dir)?;
         }
@@ -129,6 +120,13 @@ impl Probe {
     /// descendants. Must be called within a tokio runtime. Dropping the
     /// [`Watch`] stops it. One watcher per cgroup host-wide.
     pub fn watch(&self, cgroup_id: u64) -> Result<Watch, Error> {
+        // A set without watchers may be retired by another build's load,
+        // which holds the lock exclusively: shared, it cannot happen between
+        // this check and the claim that makes the set live again.
+        let _lock = install_lock(false)?;
+        if !self.shared.pin_dir.exists() {
+            return Err(Error::Retired(self.shared.pin_dir.clone()));
+        }
         Watch::start(Arc::clone(&self.shared), cgroup_id, self.ring_buffer_bytes)
     }
 
@@ -199,6 +197,26 @@ impl Shared {
             }
         }
     }
+}
+
+/// The host-wide lock on probe sets: exclusive to install and retire sets,
+/// shared to claim a watch. A flock on /run, which every process sees.
+fn install_lock(exclusive: bool) -> Result<File, Error> {
+    let lock_path = PathBuf::from("/run/diffkeeper-probe.lock");
+    File::create(&lock_path)
+        .and_then(|file| {
+            if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            }
+            .map(|()| file)
+        })
+        .map_err(|source| Error::Io {
+            what: "locking",
+            path: lock_path,
+            source,
+        })
 }
 
 /// Detaches the probe sets of other builds (upgrades, development builds) that

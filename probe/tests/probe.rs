@@ -511,3 +511,37 @@ async fn a_cgroup_has_one_watcher_and_a_dead_watchers_claim_is_released() {
             .expect("the dead watcher's claim was released"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_through_a_retired_set_is_refused_not_silent() {
+    if !e2e_ready() {
+        return;
+    }
+    // A set of our own, so retiring it disturbs no other test.
+    let pin_root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/diffkeeper-test-retired-{}",
+        std::process::id()
+    ));
+    let config = ProbeConfig {
+        pin_root: pin_root.clone(),
+        ..ProbeConfig::default()
+    };
+    let probe = Probe::load(config.clone()).expect("load the probe");
+    let cgroup = ChildCgroup::create(unique_cgroup("retired")).expect("cgroup");
+    drop(
+        probe
+            .watch(cgroup.id())
+            .expect("watch while the set is live"),
+    );
+    // What another build's load does to a set nobody watches with.
+    Probe::remove_pinned(&pin_root).expect("retire the set");
+    let refused = probe.watch(cgroup.id());
+    assert!(
+        matches!(&refused, Err(diffkeeper_probe::Error::Retired(dir)) if dir.starts_with(&pin_root)),
+        "{refused:?}"
+    );
+    // Loading again installs the set afresh.
+    let again = Probe::load(config).expect("load again");
+    drop(again.watch(cgroup.id()).expect("watch through the new set"));
+    Probe::remove_pinned(&pin_root).expect("clean up");
+}

@@ -427,12 +427,20 @@ impl Plan {
     fn watch(&self, probe: &Mutex<Option<Arc<Probe>>>) -> Result<AnyWatch, String> {
         let cgroup_id = self.info.cgroup_id;
         let ebpf = || {
-            loaded_probe(probe, &self.config).and_then(|probe| {
-                probe
-                    .watch(cgroup_id)
-                    .map(AnyWatch::Ebpf)
-                    .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
-            })
+            let watch = || loaded_probe(probe, &self.config).map(|p| p.watch(cgroup_id));
+            let watched = match watch()? {
+                // A pod's shim outlives an upgrade: a newer build's load
+                // retires our programs while no container of ours records.
+                Err(diffkeeper_probe::Error::Retired(dir)) => {
+                    tracing::info!(?dir, "probe set retired by another build; loading it again");
+                    *probe.lock().expect("probe lock") = None;
+                    watch()?
+                }
+                watched => watched,
+            };
+            watched
+                .map(AnyWatch::Ebpf)
+                .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
         };
         // The host's view of the rootfs: the container's mounts (/proc,
         // volumes) are not in it, so only the rootfs's own file system is
