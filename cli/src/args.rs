@@ -189,12 +189,6 @@ impl std::str::FromStr for PodName {
     }
 }
 
-impl PodName {
-    pub fn matches(&self, identity: &diffkeeper_store::KubernetesIdentity) -> bool {
-        identity.pod_namespace == self.namespace && identity.pod_name == self.name
-    }
-}
-
 impl std::fmt::Display for PodName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

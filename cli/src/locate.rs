@@ -6,10 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use diffkeeper_recorder::{recordings_in, Archive, Archived};
-use diffkeeper_store::{KubernetesIdentity, Recording};
+use diffkeeper_recorder::{pod_container_of, recordings_in, Archive, Archived};
 
-use crate::args::{PodArgs, RecordingArg};
+use crate::args::{PodArgs, PodName, RecordingArg};
 
 /// Resolves the recording a reading command names to one file.
 pub fn resolve(root: &Path, arg: &RecordingArg) -> Result<PathBuf> {
@@ -92,16 +91,15 @@ fn resolve_name(
 
 fn resolve_pod(root: &Path, namespace: Option<&str>, args: &PodArgs) -> Result<PathBuf> {
     let pod = args.pod.as_ref().context("--pod is required here")?;
-    let all = catalogue(root, namespace)?;
-    let in_pod: Vec<Entry> = all
+    let in_pod: Vec<(Archived, String)> = Archive::new(root)
+        .list(namespace)?
         .into_iter()
-        .filter(|e| e.kubernetes().is_some_and(|k| pod.matches(k)))
+        .filter_map(|a| {
+            let name = pod_container(&a, pod)?.to_owned();
+            Some((a, name))
+        })
         .collect();
-    let names: BTreeSet<&str> = in_pod
-        .iter()
-        .filter_map(|e| e.kubernetes())
-        .map(|k| k.container_name.as_str())
-        .collect();
+    let names: BTreeSet<&str> = in_pod.iter().map(|(_, name)| name.as_str()).collect();
     let container = match (&args.container, names.len()) {
         (Some(name), _) => name.clone(),
         (None, 0) => bail!("no recording of pod {pod} under {}", root.display()),
@@ -111,16 +109,15 @@ fn resolve_pod(root: &Path, namespace: Option<&str>, args: &PodArgs) -> Result<P
             names.into_iter().collect::<Vec<_>>().join(", ")
         ),
     };
-    let instances: Vec<Entry> = in_pod
+    // One directory per pod container, in start order.
+    let instances: Vec<Archived> = in_pod
         .into_iter()
-        .filter(|e| {
-            e.kubernetes()
-                .is_some_and(|k| k.container_name == container)
-        })
+        .filter(|(_, name)| *name == container)
+        .map(|(a, _)| a)
         .collect();
     let count = instances.len();
     pick(instances, args.previous)
-        .map(|e| e.archived.path)
+        .map(|a| a.path)
         .with_context(|| match count {
             0 => format!("no recording of container {container:?} in pod {pod}"),
             _ => format!(
@@ -129,88 +126,37 @@ fn resolve_pod(root: &Path, namespace: Option<&str>, args: &PodArgs) -> Result<P
         })
 }
 
-/// A recording under the root, opened to read what it says about itself.
-pub struct Entry {
-    pub archived: Archived,
-    pub recording: diffkeeper_store::Result<Recording>,
+/// The container name of a recording of a container of `pod`, read from
+/// its directory's name (see `container_key`).
+fn pod_container<'a>(found: &'a Archived, pod: &PodName) -> Option<&'a str> {
+    let (namespace, name, container) = pod_container_of(&found.container)?;
+    (namespace == pod.namespace && name == pod.name).then_some(container)
 }
 
-impl Entry {
-    pub fn kubernetes(&self) -> Option<&KubernetesIdentity> {
-        self.recording.as_ref().ok()?.meta().kubernetes.as_ref()
+/// The recordings `args` selects (all without `--pod`), in the order
+/// `Archive::list` gives; with `--previous`, for each container the
+/// instance before its newest. A Kubernetes container's restarts share its
+/// directory, so no recording needs to be opened.
+pub fn select(found: Vec<Archived>, args: &PodArgs) -> Vec<Archived> {
+    let chosen = found.into_iter().filter(|a| match &args.pod {
+        None => true,
+        Some(pod) => pod_container(a, pod)
+            .is_some_and(|container| args.container.as_ref().is_none_or(|name| name == container)),
+    });
+    if !args.previous {
+        return chosen.collect();
     }
-
-    fn started_unix_ns(&self) -> i64 {
-        self.recording
-            .as_ref()
-            .map(|r| r.meta().started_unix_ns)
-            .unwrap_or(i64::MIN)
-    }
-
-    /// Recordings of one container over its restarts: a Kubernetes
-    /// container by pod and name (each restart has a new id), any other
-    /// by namespace and id.
-    fn instances_of(&self) -> (String, String, String) {
-        match self.kubernetes() {
-            Some(k) => (
-                k.pod_namespace.clone(),
-                k.pod_name.clone(),
-                k.container_name.clone(),
-            ),
-            None => (
-                self.archived.namespace.clone(),
-                self.archived.container.clone(),
-                String::new(),
-            ),
+    let mut previous = Vec::new();
+    let mut chosen = chosen.peekable();
+    while let Some(first) = chosen.next() {
+        // `list` sorts by directory, then start: a container is a run.
+        let mut run = vec![first];
+        while let Some(next) = chosen
+            .next_if(|n| (&n.namespace, &n.container) == (&run[0].namespace, &run[0].container))
+        {
+            run.push(next);
         }
+        previous.extend(pick(run, true));
     }
-}
-
-/// Every recording under `root` (in `namespace`), oldest first.
-pub fn catalogue(root: &Path, namespace: Option<&str>) -> Result<Vec<Entry>> {
-    let mut entries: Vec<Entry> = Archive::new(root)
-        .list(namespace)?
-        .into_iter()
-        .map(|archived| Entry {
-            recording: Recording::open(&archived.path),
-            archived,
-        })
-        .collect();
-    entries.sort_by_key(Entry::started_unix_ns);
-    Ok(entries)
-}
-
-/// The entries `args` selects (all without `--pod`); with `--previous`,
-/// for each container the instance before its newest.
-pub fn select(entries: Vec<Entry>, args: &PodArgs) -> Vec<Entry> {
-    let mut chosen: Vec<Entry> = entries
-        .into_iter()
-        .filter(|e| match &args.pod {
-            None => true,
-            Some(pod) => e.kubernetes().is_some_and(|k| {
-                pod.matches(k)
-                    && args
-                        .container
-                        .as_ref()
-                        .is_none_or(|name| &k.container_name == name)
-            }),
-        })
-        .collect();
-    if args.previous {
-        // Walk newest first: the second entry seen for a container is
-        // its previous instance.
-        let mut seen = std::collections::HashMap::new();
-        let mut previous: Vec<Entry> = chosen
-            .drain(..)
-            .rev()
-            .filter(|e| {
-                let count = seen.entry(e.instances_of()).or_insert(0);
-                *count += 1;
-                *count == 2
-            })
-            .collect();
-        previous.reverse();
-        chosen = previous;
-    }
-    chosen
+    previous
 }

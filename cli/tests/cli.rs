@@ -293,10 +293,12 @@ fn a_recording_is_readable_while_written() {
 /// A recording of a Kubernetes container that wrote `/attempt`.
 fn pod_recording(root: &Path, pod: &str, container: &str, restart: u32, started_s: i64) {
     let id = format!("{pod}-{container}-{restart}");
-    let dir = root.join("k8s.io").join(&id);
+    // Where the shim keeps it: one directory per pod container.
+    let dir = root.join("k8s.io").join(format!("shop_{pod}_{container}"));
     std::fs::create_dir_all(&dir).unwrap();
+    let started_unix_ns = 1_763_000_000_000_000_000 + started_s * 1_000_000_000;
     let meta = RecordingMeta {
-        started_unix_ns: 1_763_000_000_000_000_000 + started_s * 1_000_000_000,
+        started_unix_ns,
         kubernetes: Some(KubernetesIdentity {
             pod_namespace: "shop".into(),
             pod_name: pod.into(),
@@ -307,7 +309,8 @@ fn pod_recording(root: &Path, pod: &str, container: &str, restart: u32, started_
         }),
         ..meta(&id, "k8s.io")
     };
-    let file = dir.join("r.redb");
+    let started = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(started_unix_ns as u64);
+    let file = dir.join(diffkeeper_recorder::recording_file_name(started));
     let mut rec = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
     let path = RecPath::new("/attempt").unwrap();
     let content = rec

@@ -12,6 +12,7 @@ use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +76,10 @@ pub(crate) struct Shared {
     pub(crate) watch: Mutex<HashOfMaps<MapData, u64>>,
     pub(crate) drops: Mutex<HashMap<MapData, u64, RawDrops>>,
     pin_dir: PathBuf,
+    /// The inode of the `dk_watch` pin these maps were opened from: a set
+    /// retired and installed again by another process has the same path
+    /// but a new pin (bpffs never reuses inode numbers soon).
+    pinned_ino: u64,
 }
 
 impl Probe {
@@ -120,11 +125,11 @@ impl Probe {
     /// descendants. Must be called within a tokio runtime. Dropping the
     /// [`Watch`] stops it. One watcher per cgroup host-wide.
     pub fn watch(&self, cgroup_id: u64) -> Result<Watch, Error> {
-        // A set without watchers may be retired by another build's load,
-        // which holds the lock exclusively: shared, it cannot happen between
-        // this check and the claim that makes the set live again.
+        // A set without watchers may be retired (and installed afresh) by
+        // other loads, which hold the lock exclusively: shared, that cannot
+        // happen between this check and the claim that makes the set live.
         let _lock = install_lock(false)?;
-        if !self.shared.pin_dir.exists() {
+        if !self.shared.is_current() {
             return Err(Error::Retired(self.shared.pin_dir.clone()));
         }
         Watch::start(Arc::clone(&self.shared), cgroup_id, self.ring_buffer_bytes)
@@ -160,13 +165,26 @@ impl Shared {
                 .and_then(Map::from_map_data)
                 .map_err(|e| map_error(name, e))
         };
+        let pinned_ino =
+            Self::pinned_ino(&pin_dir).ok_or_else(|| Error::Retired(pin_dir.clone()))?;
         let watch = HashOfMaps::try_from(open(WATCH_MAP)?).map_err(|e| map_error(WATCH_MAP, e))?;
         let drops = HashMap::try_from(open(DROPS_MAP)?).map_err(|e| map_error(DROPS_MAP, e))?;
         Ok(Self {
             watch: Mutex::new(watch),
             drops: Mutex::new(drops),
             pin_dir,
+            pinned_ino,
         })
+    }
+
+    fn pinned_ino(pin_dir: &Path) -> Option<u64> {
+        fs::metadata(pin_dir.join(WATCH_MAP)).ok().map(|m| m.ino())
+    }
+
+    /// Whether these maps are still the pinned ones (the set was not
+    /// retired since they were opened). Call under the install lock.
+    fn is_current(&self) -> bool {
+        Self::pinned_ino(&self.pin_dir) == Some(self.pinned_ino)
     }
 
     fn has_live_watchers(&self) -> bool {

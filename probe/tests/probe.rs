@@ -540,8 +540,14 @@ async fn a_watch_through_a_retired_set_is_refused_not_silent() {
         matches!(&refused, Err(diffkeeper_probe::Error::Retired(dir)) if dir.starts_with(&pin_root)),
         "{refused:?}"
     );
-    // Loading again installs the set afresh.
+    // Loading again installs the set afresh, at the same path: the old
+    // probe's maps are still not the pinned ones.
     let again = Probe::load(config).expect("load again");
     drop(again.watch(cgroup.id()).expect("watch through the new set"));
+    let stale = probe.watch(cgroup.id());
+    assert!(
+        matches!(&stale, Err(diffkeeper_probe::Error::Retired(_))),
+        "{stale:?}"
+    );
     Probe::remove_pinned(&pin_root).expect("clean up");
 }

@@ -1,9 +1,13 @@
 //! The recordings root: where recordings of containers are kept, and which
 //! of them retention lets go.
 //!
-//! Layout: `<root>/<namespace>/<container-id>/<start>.redb`, directories
-//! 0700 and files 0600 (recordings hold secrets). `<start>` is the UTC
-//! start time (`2026-11-21T22-16-14.744Z`), so name order is time order.
+//! Layout: `<root>/<namespace>/<container>/<start>.redb`, directories
+//! 0700 and files 0600 (recordings hold secrets). `<container>` is the
+//! container id, or for a Kubernetes container `<pod namespace>_<pod
+//! name>_<container name>` ([`container_key`]): every restart has a new
+//! id, and one directory per pod container keeps its restarts together for
+//! retention and `--previous`. `<start>` is the UTC start time
+//! (`2026-11-21T22-16-14.744Z`), so name order is time order.
 //! While a container runs its recording lives in the bundle and the slot
 //! holds a symlink to it; on Delete the finished file is renamed over the
 //! symlink, so readers find a recording at the same path throughout.
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use diffkeeper_runtime_config::Retention;
+use diffkeeper_store::KubernetesIdentity;
 
 /// An I/O failure in the recordings root, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +51,39 @@ pub struct Archive {
 pub struct Archived {
     pub path: PathBuf,
     pub namespace: String,
+    /// The container's directory: its id, or a Kubernetes container's
+    /// [`container_key`].
     pub container: String,
     /// Bytes of the recording file.
     pub size: u64,
     pub modified: SystemTime,
     /// Still being written: the slot is a symlink into a live bundle.
     pub active: bool,
+}
+
+/// The directory name of a container's recordings: its id, or for a
+/// Kubernetes container `<pod namespace>_<pod name>_<container name>`, the
+/// way the kubelet names a container's log directory (Kubernetes names
+/// cannot hold `_`; an identity that does holds falls back to the id).
+pub fn container_key(id: &str, kubernetes: Option<&KubernetesIdentity>) -> String {
+    let parts = kubernetes.map(|k| [&k.pod_namespace, &k.pod_name, &k.container_name]);
+    match parts {
+        Some(parts) if parts.iter().all(|p| is_name_part(p)) => parts.map(String::as_str).join("_"),
+        _ => id.to_owned(),
+    }
+}
+
+/// The pod namespace, pod name and container name of a directory
+/// [`container_key`] named after a Kubernetes container.
+pub fn pod_container_of(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.split('_');
+    let found = (parts.next()?, parts.next()?, parts.next()?);
+    let all = [found.0, found.1, found.2];
+    (parts.next().is_none() && all.iter().all(|p| is_name_part(p))).then_some(found)
+}
+
+fn is_name_part(part: &str) -> bool {
+    !part.is_empty() && part != "." && part != ".." && !part.contains(['_', '/'])
 }
 
 /// The file name of a recording that started at `started`.
@@ -132,10 +164,8 @@ impl Archive {
     pub fn keep(recording: &Path, slot: &Path) -> Result<(), ArchiveError> {
         std::fs::set_permissions(recording, std::fs::Permissions::from_mode(0o600))
             .map_err(at("restricting", recording))?;
-        // The note has served its purpose once the recording moves.
-        let _ = std::fs::remove_file(slot_note(recording));
         match std::fs::rename(recording, slot) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 let partial = slot.with_extension("redb.partial");
                 std::fs::copy(recording, &partial).map_err(at("copying to", &partial))?;
@@ -143,10 +173,13 @@ impl Archive {
                     .and_then(|f| f.sync_all())
                     .map_err(at("syncing", &partial))?;
                 std::fs::rename(&partial, slot).map_err(at("renaming", &partial))?;
-                std::fs::remove_file(recording).map_err(at("removing", recording))
+                std::fs::remove_file(recording).map_err(at("removing", recording))?;
             }
-            Err(e) => Err(at("moving", recording)(e)),
+            Err(e) => return Err(at("moving", recording)(e)),
         }
+        // Only now: a failed move leaves the note for `rescue` to find.
+        let _ = std::fs::remove_file(slot_note(recording));
+        Ok(())
     }
 
     /// Every recording, optionally of one namespace, sorted by namespace,
@@ -323,6 +356,35 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&slot).unwrap();
         file.set_modified(started).unwrap();
         slot
+    }
+
+    #[test]
+    fn a_kubernetes_container_is_kept_by_pod_and_name_across_restarts() {
+        let k = KubernetesIdentity {
+            pod_namespace: "shop".into(),
+            pod_name: "web-0".into(),
+            container_name: "app".into(),
+            ..KubernetesIdentity::default()
+        };
+        assert_eq!(container_key("3f2a", Some(&k)), "shop_web-0_app");
+        assert_eq!(
+            pod_container_of("shop_web-0_app"),
+            Some(("shop", "web-0", "app"))
+        );
+        assert_eq!(container_key("3f2a", None), "3f2a");
+        assert_eq!(pod_container_of("3f2a"), None);
+        // Not a Kubernetes name: the id, never a key that parses otherwise.
+        let odd = KubernetesIdentity {
+            pod_name: "a_b".into(),
+            ..k.clone()
+        };
+        assert_eq!(container_key("3f2a", Some(&odd)), "3f2a");
+        let missing = KubernetesIdentity {
+            pod_namespace: String::new(),
+            ..k
+        };
+        assert_eq!(container_key("3f2a", Some(&missing)), "3f2a");
+        assert_eq!(pod_container_of("a_b_c_d"), None);
     }
 
     #[test]

@@ -26,7 +26,8 @@ mod root;
 mod session;
 
 pub use archive::{
-    create_private_dir, recording_file_name, recordings_in, Archive, ArchiveError, Archived,
+    container_key, create_private_dir, pod_container_of, recording_file_name, recordings_in,
+    Archive, ArchiveError, Archived,
 };
 pub use baseline::{BaselineItem, BaselineScan, EntryKind};
 pub use driver::run;

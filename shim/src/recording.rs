@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use diffkeeper_probe::{AnyWatch, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
-    capture_of, run as drive, Archive, BaselineScan, PathFilter, RootView, Session, SessionOptions,
+    capture_of, container_key, run as drive, Archive, BaselineScan, PathFilter, RootView, Session,
+    SessionOptions,
 };
 use diffkeeper_runtime_config::{
     BaselineMode, CaptureBackend, Config, FailurePolicy, NodeConfig, Retention, ANNOTATION_PREFIX,
@@ -133,7 +134,7 @@ impl FlightRecorder {
             }
         };
         let slot = Archive::new(&config.recordings_root)
-            .slot(&info.namespace, &info.id, started)
+            .slot(&info.namespace, &recordings_dir_of(info), started)
             .and_then(|slot| Archive::link_active(&slot, &file).map(|()| slot));
         let slot = match slot {
             Ok(slot) => Some(slot),
@@ -244,13 +245,17 @@ impl ContainerObserver for FlightRecorder {
         };
         // A copy when the root is on another file system, and a listing of
         // the root: file I/O, off the shim's thread.
-        let (namespace, id) = (info.namespace.clone(), info.id.clone());
+        let (namespace, id, dir) = (
+            info.namespace.clone(),
+            info.id.clone(),
+            recordings_dir_of(info),
+        );
         let kept = tokio::task::spawn_blocking(move || {
             match Archive::keep(&running.file, &slot) {
                 Ok(()) => tracing::info!(id, path = %slot.display(), "recording kept"),
                 Err(err) => tracing::error!(id, %err, "recording not moved out of the bundle"),
             }
-            apply_retention(&running, &namespace, &id);
+            apply_retention(&running, &namespace, &dir);
         });
         if let Err(err) = kept.await {
             tracing::error!(id = %info.id, %err, "keeping the recording failed");
@@ -258,14 +263,20 @@ impl ContainerObserver for FlightRecorder {
     }
 }
 
-/// Deletes what retention lets go: this container's recordings by its own
-/// rules (annotations included), every other container's by the node's (an
-/// annotation must not reach beyond its own container). Failures are
-/// logged, never fatal.
-fn apply_retention(running: &Running, namespace: &str, id: &str) {
+/// The directory of the container's recordings under the recordings root:
+/// a Kubernetes container's restarts share one (see `container_key`).
+fn recordings_dir_of(info: &ContainerInfo) -> String {
+    container_key(&info.id, cri::identity(&info.annotations).as_ref())
+}
+
+/// Deletes what retention lets go: this container's recordings (its
+/// directory `dir`) by its own rules (annotations included), every other
+/// container's by the node's (an annotation must not reach beyond its own
+/// container). Failures are logged, never fatal.
+fn apply_retention(running: &Running, namespace: &str, dir: &str) {
     let archive = Archive::new(&running.config.recordings_root);
     let rules_for = |ns: &str, container: &str| {
-        if (ns, container) == (namespace, id) {
+        if (ns, container) == (namespace, dir) {
             &running.config.retention
         } else {
             &running.node_retention

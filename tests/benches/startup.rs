@@ -39,40 +39,26 @@ fn main() {
         return;
     };
 
-    // Alternate every variant each round so that drift on a shared
-    // machine hits all of them.
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); VARIANTS.len()];
-    for round in 0..WARMUP + RUNS {
-        for (slot, (runtime, annotation, _)) in VARIANTS.iter().enumerate() {
-            let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-            let id = format!("b{slot}-{round}");
-            let mut args = vec!["run", "--rm", "--runtime", runtime];
-            if let Some(annotation) = annotation {
-                args.extend(["--annotation", annotation]);
-            }
-            args.extend(["--rootfs", &rootfs, &id, "/bin/true"]);
-            let started = Instant::now();
-            let out = ctrd.ctr(&args);
-            let took = started.elapsed();
-            assert!(out.success(), "{runtime}: {out:?}");
-            if round >= WARMUP {
-                samples[slot].push(took);
-            }
+    let medians = alternate(VARIANTS.len(), RUNS, |slot, round| {
+        let (runtime, annotation, _) = VARIANTS[slot];
+        let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
+        let id = format!("b{slot}-{round}");
+        let mut args = vec!["run", "--rm", "--runtime", runtime];
+        if let Some(annotation) = annotation {
+            args.extend(["--annotation", annotation]);
         }
-    }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
-    let runc = ms(medians[0]);
-
-    println!();
-    println!("| `ctr run --rm /bin/true`, median of {RUNS} | time | ratio to runc |");
-    println!("|---|---|---|");
-    for ((_, _, name), median) in VARIANTS.iter().zip(&medians) {
-        println!(
-            "| {name} | {:.1} ms | {:.2} |",
-            ms(*median),
-            ms(*median) / runc
-        );
-    }
+        args.extend(["--rootfs", &rootfs, &id, "/bin/true"]);
+        let started = Instant::now();
+        let out = ctrd.ctr(&args);
+        let took = started.elapsed();
+        assert!(out.success(), "{runtime}: {out:?}");
+        took
+    });
+    print_ratios(
+        &format!("`ctr run --rm /bin/true`, median of {RUNS}"),
+        VARIANTS.iter().map(|v| v.2),
+        &medians,
+    );
 
     let rss = RUNTIMES.map(|runtime| shim_rss_per_container(&ctrd, runtime));
     println!();
@@ -113,53 +99,77 @@ fn pod_start_latency() {
     let Some((ctrd, cri)) = cri_or_skip() else {
         return;
     };
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); POD_VARIANTS.len()];
-    for round in 0..WARMUP + PODS {
-        for (slot, (handler, annotations, _)) in POD_VARIANTS.iter().enumerate() {
-            let name = format!("bench-{slot}-{round}");
-            let started = Instant::now();
-            let pod = cri
-                .run_pod(&PodSpec {
-                    namespace: "bench",
-                    name: &name,
-                    uid: &name,
-                    handler,
-                    annotations,
-                })
-                .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", ctrd.log()));
-            let spec = ContainerSpec {
-                name: "app",
-                attempt: 0,
-                script: "sleep 60",
-                annotations: &[],
-            };
-            let id = cri.create_container(&pod, &spec).expect("CreateContainer");
-            cri.start_container(&id).expect("StartContainer");
-            let status = cri
-                .wait_state(
-                    &id,
-                    ContainerState::ContainerRunning,
-                    Duration::from_secs(30),
-                )
-                .expect("ContainerStatus");
-            let took = started.elapsed();
-            assert_eq!(status.state, ContainerState::ContainerRunning as i32);
-            cri.remove_pod(&pod).expect("remove the pod");
+    let medians = alternate(POD_VARIANTS.len(), PODS, |slot, round| {
+        let (handler, annotations, _) = POD_VARIANTS[slot];
+        let name = format!("bench-{slot}-{round}");
+        let started = Instant::now();
+        let pod = cri
+            .run_pod(&PodSpec {
+                namespace: "bench",
+                name: &name,
+                uid: &name,
+                handler,
+                annotations,
+            })
+            .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", ctrd.log()));
+        let spec = ContainerSpec {
+            name: "app",
+            attempt: 0,
+            script: "sleep 60",
+            annotations: &[],
+        };
+        let id = cri.create_container(&pod, &spec).expect("CreateContainer");
+        cri.start_container(&id).expect("StartContainer");
+        let status = cri
+            .wait_state(
+                &id,
+                ContainerState::ContainerRunning,
+                Duration::from_secs(30),
+            )
+            .expect("ContainerStatus");
+        let took = started.elapsed();
+        assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+        cri.remove_pod(&pod).expect("remove the pod");
+        took
+    });
+    print_ratios(
+        &format!("pod start (RunPodSandbox + CreateContainer + StartContainer), median of {PODS}"),
+        POD_VARIANTS.iter().map(|v| v.2),
+        &medians,
+    );
+}
+
+/// Runs `sample(variant, round)` for every variant in each round, after
+/// `WARMUP` rounds, alternating so that drift on a shared machine hits all
+/// of them; returns each variant's median.
+fn alternate(
+    variants: usize,
+    runs: usize,
+    mut sample: impl FnMut(usize, usize) -> Duration,
+) -> Vec<Duration> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants];
+    for round in 0..WARMUP + runs {
+        for (slot, kept) in samples.iter_mut().enumerate() {
+            let took = sample(slot, round);
             if round >= WARMUP {
-                samples[slot].push(took);
+                kept.push(took);
             }
         }
     }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
-    let runc = ms(medians[0]);
+    samples.into_iter().map(median).collect()
+}
+
+/// A table of medians with their ratio to the first (the base).
+fn print_ratios<'a>(title: &str, names: impl Iterator<Item = &'a str>, medians: &[Duration]) {
+    let base = ms(medians[0]);
     println!();
-    println!("| pod start (RunPodSandbox + CreateContainer + StartContainer), median of {PODS} | time | ratio to runc |");
+    println!("| {title} | time | ratio to runc |");
     println!("|---|---|---|");
-    for ((_, _, name), median) in POD_VARIANTS.iter().zip(&medians) {
+    for (name, median) in names.zip(medians) {
         println!(
             "| {name} | {:.1} ms | {:.2} |",
             ms(*median),
-            ms(*median) / runc
+            ms(*median) / base
         );
     }
 }

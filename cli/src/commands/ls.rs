@@ -4,11 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use diffkeeper_store::{format_offset, KubernetesIdentity, RecordingState};
+use diffkeeper_recorder::{Archive, Archived};
+use diffkeeper_store::{format_offset, KubernetesIdentity, Recording, RecordingState};
 use serde::Serialize;
 
 use crate::args::PodArgs;
-use crate::locate::{catalogue, select, Entry};
+use crate::locate::select;
 use crate::output::{bytes, print_json, rfc3339};
 
 #[derive(Serialize)]
@@ -27,10 +28,12 @@ struct Row {
 }
 
 pub fn run(root: &Path, namespace: Option<&str>, pod: &PodArgs, json: bool) -> Result<ExitCode> {
-    let rows: Vec<Row> = select(catalogue(root, namespace)?, pod)
-        .into_iter()
-        .map(row)
-        .collect();
+    let mut found = select(Archive::new(root).list(namespace)?, pod);
+    // In start order (file names are start times) within each namespace.
+    found.sort_by(|a, b| {
+        (&a.namespace, a.path.file_name()).cmp(&(&b.namespace, b.path.file_name()))
+    });
+    let rows: Vec<Row> = found.into_iter().map(row).collect();
     if json {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
@@ -106,8 +109,8 @@ fn short_id(id: &str) -> &str {
     }
 }
 
-fn row(entry: Entry) -> Row {
-    let found = entry.archived;
+/// One recording, opened only while its row is made.
+fn row(found: Archived) -> Row {
     let mut row = Row {
         namespace: found.namespace,
         container: found.container,
@@ -119,7 +122,7 @@ fn row(entry: Entry) -> Row {
         size: found.size,
         kubernetes: None,
     };
-    let recording = match entry.recording {
+    let recording = match Recording::open(&found.path) {
         Ok(r) => r,
         Err(e) => {
             row.state = format!("unreadable: {e}");
@@ -127,6 +130,9 @@ fn row(entry: Entry) -> Row {
         }
     };
     let meta = recording.meta();
+    // A Kubernetes container's directory is named by pod and container:
+    // the row names the container instance.
+    row.container = meta.subject.id.clone();
     row.started = Some(rfc3339(meta.started_unix_ns));
     row.kubernetes = meta.kubernetes.clone();
     row.events = recording.event_count().ok();
