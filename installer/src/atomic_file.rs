@@ -16,6 +16,17 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Resu
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
+    // A rename would replace the link itself, not the file it names (which
+    // under --host-root may not even be the host path the link means).
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; name the file it points to instead",
+                path.display()
+            ),
+        ));
+    }
     let mut temp = tempfile::Builder::new()
         .prefix(".diffkeeper-installer-")
         .tempfile_in(dir)?;

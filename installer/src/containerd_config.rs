@@ -443,6 +443,20 @@ root = "/var/lib/containerd" # the big disk
     }
 
     #[test]
+    fn a_symlinked_config_is_refused_not_replaced_by_a_file() {
+        let (dir, target) = config(Some(V2));
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = add_runtime(&link, &entry(None), false).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&target).unwrap(), V2);
+    }
+
+    #[test]
     fn v3_entry_goes_under_the_cri_runtime_plugin() {
         let v3 = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = \"runc\"\n";
         let (_dir, path) = config(Some(v3));

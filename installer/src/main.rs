@@ -14,6 +14,9 @@ use diffkeeper_installer::{
 };
 use diffkeeper_runtime_config::DEFAULT_RECORDINGS_ROOT;
 
+/// Exists while a containerd restart the config needs has not succeeded.
+const RESTART_PENDING: &str = "/run/diffkeeper-installer.restart-pending";
+
 /// One line of the report. A closed stdout (`| head -1`) must not stop the
 /// installer half-way, as `println!`'s panic would: the lines are only news.
 macro_rules! say {
@@ -97,10 +100,17 @@ impl Node {
     }
 
     fn restart_if(&self, changed: bool) -> anyhow::Result<()> {
-        match (changed, self.restart) {
+        // Noted before restarting: if the restart fails, the next run (whose
+        // config edit then changes nothing) still restarts. On /run, which a
+        // reboot (restarting containerd anyway) clears.
+        let pending = self.on_host(Path::new(RESTART_PENDING));
+        match (changed || pending.exists(), self.restart) {
             (false, _) => say!("containerd: config unchanged, not restarted"),
             (true, Restart::Systemd) => {
+                std::fs::write(&pending, b"")
+                    .with_context(|| format!("noting a pending restart in {}", pending.display()))?;
                 let command = restart_containerd(&self.host_root)?;
+                let _ = std::fs::remove_file(&pending);
                 say!("containerd: restarted (`{command}`)");
             }
             (true, Restart::None) => say!(

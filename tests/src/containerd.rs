@@ -19,6 +19,9 @@ use crate::image::busybox_rootfs;
 use crate::image::OciImage;
 use crate::leaks;
 
+/// The busybox image [`Containerd::import_test_image`] imports.
+pub const TEST_IMAGE: &str = "docker.io/diffkeeper/busybox:e2e";
+
 /// Output of a `ctr` invocation.
 #[derive(Debug, Clone)]
 pub struct CtrOutput {
@@ -268,12 +271,26 @@ disabled_plugins = {disabled}
     /// Builds the test image from the busybox rootfs (see [`OciImage`])
     /// and imports it as `docker.io/diffkeeper/busybox:e2e`.
     pub fn import_test_image(&self) -> OciImage {
-        let image = OciImage::build(&self.rootfs, &self.dir, "docker.io/diffkeeper/busybox:e2e")
-            .expect("build the test image");
+        self.import_image(TEST_IMAGE, &[])
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Builds an image `reference` from the busybox rootfs with
+    /// `entrypoint` (none: `/bin/sh`) and imports it.
+    pub fn import_image(&self, reference: &str, entrypoint: &[&str]) -> Result<OciImage, String> {
+        let work = self
+            .dir
+            .join("images")
+            .join(reference.replace(['/', ':'], "_"));
+        std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+        let image = OciImage::build(&self.rootfs, &work, reference, entrypoint)
+            .map_err(|e| format!("build {reference}: {e}"))?;
         let archive = image.archive.to_string_lossy().into_owned();
-        self.ctr(&["images", "import", &archive])
-            .expect_ok("import");
-        image
+        let out = self.ctr(&["images", "import", &archive]);
+        if !out.success() {
+            return Err(format!("import {reference}: {out:?}"));
+        }
+        Ok(image)
     }
 
     /// `ctr run -d --runtime RUNTIME --rootfs <busybox> ID ARGS...`, which

@@ -27,7 +27,6 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::binaries::installer_binary;
 use crate::containerd::Containerd;
-use crate::image::OciImage;
 
 /// The containerd namespace the CRI plugin uses.
 pub const NAMESPACE: &str = "k8s.io";
@@ -38,7 +37,7 @@ pub const RUNC_HANDLER: &str = "runc";
 /// The pod sandbox image: busybox sleeping forever.
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:diffkeeper-e2e";
 /// The app containers' image: busybox.
-pub const APP_IMAGE: &str = "docker.io/diffkeeper/busybox:e2e";
+pub const APP_IMAGE: &str = crate::containerd::TEST_IMAGE;
 /// How long one CRI call may take before the test reports a hang.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,15 +114,7 @@ impl Setup {
             (SANDBOX_IMAGE, &["/bin/sleep", "infinity"][..]),
             (APP_IMAGE, &[][..]),
         ] {
-            let work = ctrd.dir.join(format!("image-{}", entrypoint.len()));
-            std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-            let image = OciImage::build_with_entrypoint(&ctrd.rootfs, &work, reference, entrypoint)
-                .map_err(|e| format!("build {reference}: {e}"))?;
-            let archive = image.archive.to_string_lossy().into_owned();
-            let out = ctrd.ctr(&["images", "import", &archive]);
-            if !out.success() {
-                return Err(format!("import {reference}: {out:?}"));
-            }
+            ctrd.import_image(reference, entrypoint)?;
             cri.wait_for_image(reference)?;
         }
         Ok(())

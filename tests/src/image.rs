@@ -51,14 +51,9 @@ pub struct OciImage {
 impl OciImage {
     /// Packs `rootfs` (plus a marker file `/etc/diffkeeper-image`) into an
     /// OCI image layout archive under `work`. The image config sets `PATH`
-    /// and runs `/bin/sh`.
-    pub fn build(rootfs: &Path, work: &Path, reference: &str) -> io::Result<Self> {
-        Self::build_with_entrypoint(rootfs, work, reference, &[])
-    }
-
-    /// [`OciImage::build`] with an `Entrypoint` (e.g. a pod sandbox image
-    /// that sleeps forever).
-    pub fn build_with_entrypoint(
+    /// and runs `entrypoint` (a pod sandbox image sleeping forever), or
+    /// `/bin/sh` when it is empty.
+    pub fn build(
         rootfs: &Path,
         work: &Path,
         reference: &str,

@@ -59,9 +59,8 @@ fn exit_code(cri: &Cri, ctrd: &Containerd, id: &str) -> i32 {
 }
 
 fn dk(ctrd: &Containerd, args: &[&str]) -> CtrOutput {
-    let out = ctrd.diffkeeper(args);
-    assert_eq!(out.code, Some(0), "diffkeeper {args:?}: {out:?}");
-    out
+    ctrd.diffkeeper(args)
+        .expect_ok(&format!("diffkeeper {args:?}"))
 }
 
 fn json(out: &CtrOutput) -> serde_json::Value {
