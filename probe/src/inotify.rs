@@ -48,6 +48,8 @@ pub struct InotifyWatch {
     root: OwnedFd,
     /// Subtrees never watched (the recording's own directory, /proc...).
     skip: Vec<PathBuf>,
+    /// What `start` watched, watched again after a queue overflow.
+    subtrees: Vec<PathBuf>,
     /// Watch descriptor → the directory, as a path below `root`.
     dirs: HashMap<i32, PathBuf>,
     /// Mode, owner and group last reported per path, so that `IN_ATTRIB`
@@ -82,6 +84,7 @@ impl InotifyWatch {
                 Mode::empty(),
             )?,
             skip: skip.to_vec(),
+            subtrees: subtrees.to_vec(),
             dirs: HashMap::new(),
             attrs: HashMap::new(),
             ready: VecDeque::new(),
@@ -89,9 +92,7 @@ impl InotifyWatch {
             buffer: vec![MaybeUninit::uninit(); BUFFER],
             limit_reported: false,
         };
-        for subtree in subtrees {
-            watch.watch_tree(subtree, false);
-        }
+        watch.watch_subtrees();
         Ok(watch)
     }
 
@@ -123,6 +124,7 @@ impl InotifyWatch {
     /// Reads and translates what the kernel has queued.
     fn read_available(&mut self) {
         let mut events = Vec::new();
+        let mut drained = false;
         let mut buffer = std::mem::take(&mut self.buffer);
         {
             let mut reader = inotify::Reader::new(self.fd.get_ref(), &mut buffer);
@@ -134,7 +136,10 @@ impl InotifyWatch {
                         event.cookie(),
                         event.file_name().map(|name| name.to_bytes().to_vec()),
                     )),
-                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(rustix::io::Errno::AGAIN) => {
+                        drained = true;
+                        break;
+                    }
                     Err(err) => {
                         tracing::error!(%err, "inotify read failed");
                         break;
@@ -149,16 +154,41 @@ impl InotifyWatch {
         for (wd, flags, cookie, name) in events {
             self.translate(wd, flags, cookie, name.as_deref());
         }
-        // A rename's two halves arrive together; a lone half moved a path
-        // out of (or into) what is watched.
-        if let Some((_, from, _)) = self.moved_from.take() {
-            self.push(Op::Rename, from, None, 0);
+        // A rename's two halves are queued together: with the queue
+        // drained, a lone half moved a path out of what is watched (a read
+        // stopped at the batch limit may have the other half still queued).
+        if drained {
+            if let Some((_, from, from_dir)) = self.moved_from.take() {
+                self.moved_out(from, from_dir);
+            }
         }
+    }
+
+    /// `from` left the watched tree: a rename without a target, and its
+    /// directories' watches go (they would report under the old paths).
+    fn moved_out(&mut self, from: PathBuf, is_dir: bool) {
+        if is_dir {
+            let gone: Vec<i32> = self
+                .dirs
+                .iter()
+                .filter(|(_, dir)| dir.starts_with(&from))
+                .map(|(wd, _)| *wd)
+                .collect();
+            for wd in gone {
+                self.dirs.remove(&wd);
+                let _ = inotify::remove_watch(self.fd.get_ref(), wd);
+            }
+        }
+        self.push(Op::Rename, from, None, 0);
     }
 
     fn translate(&mut self, wd: i32, flags: ReadFlags, cookie: u32, name: Option<&[u8]>) {
         if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
             self.gap("the inotify event queue overflowed");
+            // Directories created meanwhile were never seen: without a
+            // watch, nothing in them would be seen after the gap either.
+            // Existing watches are found again (same descriptor).
+            self.watch_subtrees();
             return;
         }
         if flags.contains(ReadFlags::IGNORED) {
@@ -184,7 +214,7 @@ impl InotifyWatch {
                 self.push(Op::Rename, from, Some(path), 0);
                 return;
             }
-            self.push(Op::Rename, from, None, 0);
+            self.moved_out(from, from_dir);
         }
         if flags.contains(ReadFlags::MOVED_FROM) {
             self.moved_from = Some((cookie, path, is_dir));
@@ -267,6 +297,12 @@ impl InotifyWatch {
     /// Watches `dir` and every directory below it. With `report`, entries
     /// already inside are reported as created (a directory made and filled
     /// before its watch was added, `mkdir -p a/b/c`, `tar x`).
+    fn watch_subtrees(&mut self) {
+        for subtree in self.subtrees.clone() {
+            self.watch_tree(&subtree, false);
+        }
+    }
+
     fn watch_tree(&mut self, dir: &Path, report: bool) {
         let mut pending = vec![dir.to_path_buf()];
         while let Some(dir) = pending.pop() {
