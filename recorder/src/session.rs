@@ -260,8 +260,9 @@ impl Session {
                 return;
             }
         }
+        // Built only where something is recorded (`comm` is an allocation).
         // pid 0 is no process of a workload: the backend could not tell.
-        let actor = match ev.pid {
+        let actor = || match ev.pid {
             0 => Actor::Unknown,
             _ => Actor::Process {
                 pid: ev.ns_pid,
@@ -275,12 +276,12 @@ impl Session {
             ProbeOp::Open => {
                 let changes_content = ev.op_flags & (libc::O_CREAT | libc::O_TRUNC) as u64 != 0;
                 if let (Some(path), true) = (path, changes_content) {
-                    self.mark_opened(path, t, actor);
+                    self.mark_opened(path, t, actor());
                 }
             }
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
                 if let Some(path) = path {
-                    self.mark_dirty(path, t, actor);
+                    self.mark_dirty(path, t, actor());
                 }
             }
             ProbeOp::Mmap => {
@@ -288,12 +289,12 @@ impl Session {
                     self.mappings.insert((ev.pid, ev.offset), path.clone());
                     // Stores through the mapping are invisible: the debounce
                     // reads the file while it stays mapped.
-                    self.mark_dirty(path, t, actor);
+                    self.mark_dirty(path, t, actor());
                 }
             }
             ProbeOp::Msync => {
                 if let Some(path) = self.mappings.get(&(ev.pid, ev.offset)).cloned() {
-                    self.mark_due(path, t, actor);
+                    self.mark_due(path, t, actor());
                 }
             }
             ProbeOp::Close | ProbeOp::Fsync => {
@@ -302,10 +303,10 @@ impl Session {
                     // Only opened (created or truncated) so far: read after
                     // the next write, or at the debounce (`Dirty::written`).
                     Some(dirty) if !dirty.written => dirty.close_pending = true,
-                    _ => self.mark_due(path, t, actor),
+                    _ => self.mark_due(path, t, actor()),
                 }
             }
-            ProbeOp::Rename => self.on_rename(&ev, path, t, actor),
+            ProbeOp::Rename => self.on_rename(&ev, path, t, actor()),
             ProbeOp::Unlink | ProbeOp::Rmdir => {
                 if let Some(path) = path {
                     if ev.op == ProbeOp::Unlink {
@@ -318,14 +319,14 @@ impl Session {
                     } else {
                         Op::Rmdir { path }
                     };
-                    self.record(t, actor, op);
+                    self.record(t, actor(), op);
                 }
             }
             ProbeOp::Mkdir => {
                 if let Some(path) = path {
                     // The syscall's mode is before the umask: ask the file system.
                     let mode = self.root.mode(&path).unwrap_or(ev.mode & !0o022) & 0o7777;
-                    self.record(t, actor, Op::Mkdir { path, mode });
+                    self.record(t, actor(), Op::Mkdir { path, mode });
                 }
             }
             ProbeOp::Symlink => {
@@ -334,7 +335,7 @@ impl Session {
                         .path2
                         .as_deref()
                         .map_or_else(Vec::new, |t| t.as_os_str().as_bytes().to_vec());
-                    self.record(t, actor, Op::Symlink { path, target });
+                    self.record(t, actor(), Op::Symlink { path, target });
                 }
             }
             ProbeOp::Link => {
@@ -345,12 +346,12 @@ impl Session {
                 match (existing, path) {
                     (Some(existing), Some(new)) if self.store.state().get(&existing).is_some() => {
                         self.flush_if_dirty(&existing, t);
-                        self.record(t, actor, Op::Link { existing, new });
+                        self.record(t, actor(), Op::Link { existing, new });
                     }
                     // Linked in from an unrecorded place, or from a file we
                     // hold no content for: read it as new content.
                     (_, Some(new)) => {
-                        self.mark_dirty(new.clone(), t, actor);
+                        self.mark_dirty(new.clone(), t, actor());
                         self.flush(&new, t);
                     }
                     _ => {}
@@ -360,7 +361,7 @@ impl Session {
                 if let Some(path) = path {
                     self.record(
                         t,
-                        actor,
+                        actor(),
                         Op::Chmod {
                             path,
                             mode: ev.mode & 0o7777,
@@ -377,15 +378,15 @@ impl Session {
                         uid: ev.uid.unwrap_or(uid),
                         gid: ev.gid.unwrap_or(gid),
                     };
-                    self.record(t, actor, op);
+                    self.record(t, actor(), op);
                 }
             }
             ProbeOp::Exec => {
                 if let Some(path) = path.filter(|p| self.dirty.contains_key(p)) {
-                    self.mark_due(path, t, actor.clone());
+                    self.mark_due(path, t, actor());
                 }
                 let exe = ev.path.as_os_str().as_bytes().to_vec();
-                self.later.push((t, actor, Op::Exec { path: exe }));
+                self.later.push((t, actor(), Op::Exec { path: exe }));
             }
             ProbeOp::Exit => {
                 // Its mappings are gone with it (munmap is not traced): what
@@ -396,10 +397,10 @@ impl Session {
                     .map(|(_, path)| path)
                     .collect();
                 for path in unmapped {
-                    self.mark_due(path, t, actor.clone());
+                    self.mark_due(path, t, actor());
                 }
                 let code = exit_code(ev.ret);
-                self.later.push((t, actor, Op::Exit { code }));
+                self.later.push((t, actor(), Op::Exit { code }));
             }
         }
     }
