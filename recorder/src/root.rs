@@ -28,8 +28,11 @@ pub enum Snapshot {
     File { mode: u32, data: Vec<u8> },
     /// A regular file larger than the limit: not read.
     TooLarge { size: u64 },
-    /// Gone, or not a regular file (the events say what it became).
+    /// Not a regular file (the events say what it became).
     NotAFile,
+    /// Nothing there: removed or renamed since it was written (the events
+    /// about that may not have been handled yet).
+    Gone,
 }
 
 impl RootView {
@@ -69,9 +72,9 @@ impl RootView {
         );
         let fd = match opened {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-                return Ok(Snapshot::NotAFile)
-            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(Snapshot::Gone),
+            // The last component is a symlink (`NOFOLLOW`).
+            Err(rustix::io::Errno::LOOP) => return Ok(Snapshot::NotAFile),
             Err(e) => return Err(e.into()),
         };
         let stat = rustix::fs::fstat(&fd)?;
@@ -125,10 +128,7 @@ mod tests {
             view.read(&p("/file-link"), 1 << 20).unwrap(),
             Snapshot::NotAFile
         );
-        assert_eq!(
-            view.read(&p("/missing"), 1 << 20).unwrap(),
-            Snapshot::NotAFile
-        );
+        assert_eq!(view.read(&p("/missing"), 1 << 20).unwrap(), Snapshot::Gone);
         assert_eq!(
             view.read(&p("/etc/passwd"), 3).unwrap(),
             Snapshot::TooLarge { size: 6 }

@@ -45,6 +45,11 @@ struct Dirty {
     /// Such a close came: the first write after it (through the dup'd fd,
     /// whose own close is implicit and unseen) is the moment to read.
     close_pending: bool,
+    /// Not there when last read: renamed or removed after it was written,
+    /// by an event not handled yet. Kept so that the rename reads its
+    /// content under the new name (a new path would otherwise carry the
+    /// content from before the write); not read again by the debounce.
+    gone: bool,
 }
 
 impl Dirty {
@@ -52,6 +57,7 @@ impl Dirty {
     /// before it, see `close_pending`).
     fn written_at(&mut self, t: u64) -> bool {
         self.written = true;
+        self.gone = false;
         let due = std::mem::take(&mut self.close_pending);
         if due {
             self.due_ns = Some(t);
@@ -198,7 +204,7 @@ impl Session {
     pub fn tick(&mut self, now_ns: u64) {
         self.flush_due();
         let debounce = self.options.debounce.as_nanos() as u64;
-        let stale = self.dirty_since(|d| now_ns.saturating_sub(d.since_ns) >= debounce);
+        let stale = self.dirty_since(|d| !d.gone && now_ns.saturating_sub(d.since_ns) >= debounce);
         for path in stale {
             self.flush(&path, now_ns);
         }
@@ -222,6 +228,13 @@ impl Session {
         let dirty = self.dirty_since(|_| true);
         for path in dirty {
             self.flush(&path, now_ns);
+        }
+        // Left dirty: gone, and no event said where to.
+        for path in self.dirty_since(|_| true) {
+            self.store.note_incomplete(format!(
+                "{path}: written, then gone before it was read, and no rename or \
+                 removal of it was seen; its last content is not recorded"
+            ));
         }
         self.store.finish(exit_code)
     }
@@ -446,7 +459,7 @@ impl Session {
             }
             // Moved out of what is recorded: it is gone for us.
             (Some(from), None) => {
-                self.dirty.remove(&from);
+                self.dirty.retain(|p, _| p != &from && !p.is_within(&from));
                 self.record(t, actor, Op::Unlink { path: from });
             }
             // Moved in from outside: new content.
@@ -493,6 +506,7 @@ impl Session {
 
     fn insert_dirty(&mut self, path: RecPath, t: u64, actor: Actor, written: bool) {
         if let Some(dirty) = self.dirty.get_mut(&path) {
+            dirty.gone = false;
             if written {
                 self.maybe_due |= dirty.written_at(t);
             }
@@ -509,6 +523,7 @@ impl Session {
                 due_ns: None,
                 written,
                 close_pending: false,
+                gone: false,
             },
         );
     }
@@ -588,6 +603,17 @@ impl Session {
         let (mode, data) = match snapshot {
             Snapshot::File { mode, data } => (mode, data),
             Snapshot::NotAFile => return,
+            Snapshot::Gone => {
+                self.dirty.insert(
+                    path.clone(),
+                    Dirty {
+                        due_ns: None,
+                        gone: true,
+                        ..dirty
+                    },
+                );
+                return;
+            }
             Snapshot::TooLarge { size } => {
                 self.store.note_incomplete(format!(
                     "{path}: {size} bytes, larger than max-file-size; its content was not recorded"

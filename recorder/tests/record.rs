@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use diffkeeper_probe::{ChildCgroup, Probe, ProbeConfig};
+use diffkeeper_probe::{ChildCgroup, Event, InotifyWatch, Op, Probe, ProbeConfig, Record};
 use diffkeeper_recorder::{run, PathFilter, RootView, Session, SessionOptions};
 use diffkeeper_store::{
     monotonic_now_ns, unix_now_ns, Actor, Capture, ExportOptions, Moment, NodeKind, OpKind,
@@ -205,4 +205,70 @@ async fn records_what_a_real_process_did() {
         std::fs::read_link(exported.join("d/link")).unwrap(),
         Path::new("../b")
     );
+}
+
+/// Content is read after the fact: a file written, closed and renamed
+/// before the recorder reads it must get its last content under the new
+/// name, and one that vanishes without any event saying so must leave the
+/// recording marked incomplete, never silently holding the older content.
+#[tokio::test]
+async fn a_file_renamed_before_it_was_read_is_read_under_its_new_name() {
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let work_path = work.path().canonicalize().unwrap();
+    let file = out.path().join("rec.redb");
+    let mut watch = InotifyWatch::start(Path::new("/"), &[work_path.clone()], &[]).unwrap();
+    let meta = RecordingMeta {
+        started_unix_ns: unix_now_ns(),
+        mono_base_ns: monotonic_now_ns(),
+        ..Default::default()
+    };
+    let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
+    let options = SessionOptions {
+        filter: PathFilter::new(&[format!("{}/**", work_path.display())], &[]).unwrap(),
+        max_file_size: 1 << 20,
+        debounce: Duration::from_secs(60),
+        wait_for_exec: false,
+    };
+    let mut session = Session::new(store, RootView::open(Path::new("/")).unwrap(), options);
+    // Hands over what inotify reported, catching up (reading what closes
+    // asked for) after each close, as the driver does when a batch ends
+    // there; `until` stops before a record.
+    let mut feed = |session: &mut Session, until: &dyn Fn(&Event) -> bool| {
+        while let Some(record) = watch.try_next() {
+            if matches!(&record, Record::Event(e) if until(e)) {
+                return;
+            }
+            let close = matches!(&record, Record::Event(e) if e.op == Op::Close);
+            session.handle(record);
+            if close {
+                session.flush_due();
+            }
+        }
+    };
+    let state = work_path.join("state");
+    std::fs::write(&state, "one\n").unwrap();
+    std::fs::write(work_path.join("lost"), "first\n").unwrap();
+    feed(&mut session, &|_| false);
+
+    std::fs::write(&state, "two\n").unwrap();
+    std::fs::rename(&state, work_path.join("final")).unwrap();
+    std::fs::write(work_path.join("lost"), "second\n").unwrap();
+    std::fs::remove_file(work_path.join("lost")).unwrap();
+    // The removal of `lost` is never handed over, as if it had been lost.
+    feed(&mut session, &|e| e.op == Op::Unlink);
+    let finished = session.finish(monotonic_now_ns(), Some(0)).unwrap();
+
+    let lost = format!("{}/lost: written, then gone", work_path.display());
+    assert!(
+        finished.incomplete.len() == 1 && finished.incomplete[0].starts_with(&lost),
+        "{:?}",
+        finished.incomplete
+    );
+    let recording = Recording::open(&file).unwrap();
+    let p = |rel: &str| RecPath::new(format!("{}/{rel}", work_path.display())).unwrap();
+    let latest = Moment::latest();
+    assert_eq!(recording.cat(&p("final"), &latest).unwrap(), b"two\n");
+    let state = recording.state_at(&latest).unwrap().state;
+    assert!(state.get(&p("state")).is_none());
 }
