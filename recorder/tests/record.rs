@@ -217,7 +217,8 @@ async fn a_file_renamed_before_it_was_read_is_read_under_its_new_name() {
     let work = tempfile::tempdir().unwrap();
     let work_path = work.path().canonicalize().unwrap();
     let file = out.path().join("rec.redb");
-    let mut watch = InotifyWatch::start(Path::new("/"), &[work_path.clone()], &[]).unwrap();
+    let mut watch =
+        InotifyWatch::start(Path::new("/"), std::slice::from_ref(&work_path), &[]).unwrap();
     let meta = RecordingMeta {
         started_unix_ns: unix_now_ns(),
         mono_base_ns: monotonic_now_ns(),
