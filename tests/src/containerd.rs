@@ -4,7 +4,7 @@ use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
@@ -348,9 +348,16 @@ disabled_plugins = {disabled}
     /// Runs the `diffkeeper` CLI with this instance's node config (so its
     /// recordings root).
     pub fn diffkeeper(&self, args: &[&str]) -> CtrOutput {
+        self.diffkeeper_in(Path::new("."), args)
+    }
+
+    /// [`Containerd::diffkeeper`] in directory `dir` (relative paths in
+    /// `args` are below it).
+    pub fn diffkeeper_in(&self, dir: &Path, args: &[&str]) -> CtrOutput {
         let out = cli_binary().and_then(|cli| {
             Command::new(&cli)
                 .env(diffkeeper_runtime_config::CONFIG_ENV, &self.node_config)
+                .current_dir(dir)
                 .args(args)
                 .output()
                 .map_err(|e| format!("run {}: {e}", cli.display()))

@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod leaks;
+pub mod readme;
 pub mod skip;
 
 pub use binaries::{cli_binary, installer_binary, shim_binary};

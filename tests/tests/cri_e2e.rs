@@ -10,7 +10,7 @@ use std::time::Duration;
 use diffkeeper_tests::cri::{
     ContainerSpec, Cri, CriError, Pod, PodSpec, DIFFKEEPER_HANDLER, RUNC_HANDLER,
 };
-use diffkeeper_tests::{cri_or_skip, leaks, Containerd, CtrOutput};
+use diffkeeper_tests::{cri_or_skip, leaks, readme, Containerd, CtrOutput};
 use k8s_cri::v1::ContainerState;
 
 const EXITED: Duration = Duration::from_secs(30);
@@ -246,28 +246,28 @@ fn a_restarted_container_gets_a_new_recording_and_the_crashed_one_is_previous() 
     let Some((ctrd, cri)) = cri_or_skip() else {
         return;
     };
-    let job = cri.run_pod(&pod("job", &[])).expect("RunPodSandbox");
+    let web = cri.run_pod(&pod("web", &[])).expect("RunPodSandbox");
     let crashed = start(
         &cri,
-        &job,
-        &container("worker", 0, "echo crashed > /attempt; exit 7"),
+        &web,
+        &container("app", 0, "echo crashed > /attempt; exit 7"),
     );
     assert_eq!(exit_code(&cri, &ctrd, &crashed), 7);
     // The kubelet's restart: a new container, attempt 1, same pod.
     let again = start(
         &cri,
-        &job,
-        &container("worker", 1, "echo recovered > /attempt; exit 0"),
+        &web,
+        &container("app", 1, "echo recovered > /attempt; exit 0"),
     );
     assert_eq!(exit_code(&cri, &ctrd, &again), 0);
 
-    let sel = ["--pod", "shop/job", "--container", "worker"];
+    let sel = ["--pod", "shop/web", "--container", "app"];
     let cat =
         |extra: &[&str]| dk(&ctrd, &[&["cat"][..], &sel, extra, &["/attempt"]].concat()).stdout;
     // While the pod still exists, as afterwards.
     assert_eq!(cat(&[]), "recovered\n");
     assert_eq!(cat(&["--previous"]), "crashed\n");
-    cri.remove_pod(&job).unwrap();
+    cri.remove_pod(&web).unwrap();
     assert_eq!(cat(&[]), "recovered\n");
     assert_eq!(cat(&["--previous"]), "crashed\n");
 
@@ -282,13 +282,34 @@ fn a_restarted_container_gets_a_new_recording_and_the_crashed_one_is_previous() 
     let none = ctrd.diffkeeper(&[
         "cat",
         "--pod",
-        "shop/job",
+        "shop/web",
         "--container",
         "nope",
         "/attempt",
     ]);
     assert_eq!(none.code, Some(3));
     assert!(none.stderr.contains("\"nope\""), "{none:?}");
+
+    // The README's pod commands, as written, where a reader would type them.
+    let blocks: Vec<_> = readme::diffkeeper_blocks()
+        .into_iter()
+        .filter(|block| block.iter().any(|c| readme::by_pod(c)))
+        .collect();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for command in &blocks[0] {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let out = ctrd.diffkeeper_in(dir.path(), &args);
+        assert_eq!(out.code, Some(0), "diffkeeper {args:?}: {out:?}");
+        if args[0] == "timeline" {
+            assert!(out.stdout.contains("/attempt"), "{out:?}");
+        }
+    }
+    let crashed_fs = std::fs::read_to_string(dir.path().join("crash_fs/attempt")).unwrap();
+    assert_eq!(
+        crashed_fs, "crashed\n",
+        "--previous exports the crashed instance"
+    );
 }
 
 #[test]

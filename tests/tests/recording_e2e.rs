@@ -10,7 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::{containerd_or_skip, leaks, Containerd, CtrOutput, DIFFKEEPER_RUNTIME};
+use diffkeeper_tests::{
+    containerd_or_skip, leaks, readme, Containerd, CtrOutput, DIFFKEEPER_RUNTIME,
+};
 
 /// Where the script notes the pid behind each change: never recorded.
 const PIDS_EXCLUDED: &str = "io.diffkeeper.exclude=/proc/**,/sys/**,/dev/**,/pids,/pids/**";
@@ -640,4 +642,86 @@ fn the_inotify_fallback_records_a_container() {
     let last = cli.ok(&["cat", "ino", "/app/final", "-n", ns]);
     assert_eq!(last.stdout, "two\n");
     cli.ok(&["verify", "ino", "-n", ns]);
+}
+
+/// The README's `diffkeeper` commands, as written, each block in a
+/// directory of its own as a reader would type it: reading a container's
+/// recording (`web-1`), and recording `cargo test` then exporting its
+/// trace. The pod commands run in `cri_e2e`.
+#[test]
+fn the_readmes_commands_work_as_written() {
+    let Some(ctrd) = containerd_or_skip() else {
+        return;
+    };
+    let image = ctrd.import_test_image();
+    let script = "echo 'listen 80' > /etc/app.conf; sleep 0.3; echo 'listen 8080' > /etc/app.conf";
+    let out = run_annotated(
+        &ctrd,
+        "io.diffkeeper.debounce=100ms",
+        &[&image.reference],
+        "web-1",
+        script,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", ctrd.log());
+
+    let blocks: Vec<_> = readme::diffkeeper_blocks()
+        .into_iter()
+        .filter(|block| !block.iter().any(|c| readme::by_pod(c)))
+        .collect();
+    let mut ran = Vec::new();
+    for block in &blocks {
+        let dir = tempfile::tempdir().unwrap();
+        if block.iter().any(|c| c[0] == "record") {
+            flaky_crate(dir.path());
+        }
+        for command in block {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            let out = ctrd.diffkeeper_in(dir.path(), &args);
+            // `record` exits with the command's code: a failing `cargo test`'s.
+            let expected = if args[0] == "record" { 101 } else { 0 };
+            assert_eq!(out.code, Some(expected), "diffkeeper {args:?}: {out:?}");
+            match args[0] {
+                "timeline" => assert!(out.stdout.contains("/etc/app.conf"), "{out:?}"),
+                "cat" => assert_eq!(out.stdout, "listen 8080\n"),
+                _ => {}
+            }
+            ran.push(args[0].to_owned());
+        }
+        let debug_fs = dir.path().join("debug_fs");
+        if block.iter().any(|c| c[0] == "record") {
+            let work = dir.path().canonicalize().unwrap();
+            let state = debug_fs
+                .join(work.strip_prefix("/").unwrap())
+                .join("state.txt");
+            assert_eq!(std::fs::read_to_string(&state).unwrap(), "half-way\n");
+        } else if block.iter().any(|c| c[0] == "export") {
+            let conf = std::fs::read_to_string(debug_fs.join("etc/app.conf")).unwrap();
+            assert_eq!(conf, "listen 8080\n");
+        }
+    }
+    ran.sort();
+    ran.dedup();
+    assert_eq!(
+        ran,
+        ["cat", "diff", "export", "gc", "ls", "record", "timeline", "verify"],
+        "the README's commands changed: {blocks:?}"
+    );
+    // `gc` kept the young recording.
+    let cli = Cli { ctrd: &ctrd };
+    cli.ok(&["verify", "web-1"]);
+}
+
+/// A crate whose test fails after writing a file: what a flaky test leaves.
+fn flaky_crate(dir: &Path) {
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"flaky\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        "#[test]\nfn flakes() {\n    std::fs::write(\"state.txt\", \"half-way\\n\").unwrap();\n    panic!(\"flaked\");\n}\n",
+    )
+    .unwrap();
 }
