@@ -17,6 +17,7 @@ mod inotify;
 mod probe;
 mod source;
 mod sys;
+mod tree;
 mod watch;
 
 pub use abi::EVENT_VERSION;
