@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Record-mode overhead: each workload plain, under `diffkeeper record` with
-# eBPF, and under the inotify fallback, alternating, several rounds; prints
+# eBPF, and under the fanotify and inotify fallbacks, alternating, several rounds; prints
 # a table of medians and ratios to the plain run, and the recording's size
 # per byte the workload wrote (write(2) bytes, children included, from
 # /proc/PID/io). Needs root (eBPF). Usage:
@@ -30,7 +30,7 @@ command_for() {
   esac
 }
 
-# Runs workload $1 under variant $2 (plain, ebpf, inotify); prints ms.
+# Runs workload $1 under variant $2 (plain, ebpf, fanotify, inotify); prints ms.
 run() {
   rm -rf "$scratch/w" "$scratch/trace"; mkdir "$scratch/w"
   local cmd start end
@@ -49,13 +49,14 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
 
 echo
-echo "| workload | plain (median ms) | eBPF (ms, ratio) | inotify (ms, ratio) | written | recording (eBPF) | recording / written | events | gaps |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| workload | plain (median ms) | eBPF (ms, ratio) | fanotify (ms, ratio) | inotify (ms, ratio) | written | recording (eBPF) | recording / written | events | gaps |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for workload in "${workloads[@]}"; do
-  plain=(); ebpf=(); inotify=()
+  plain=(); ebpf=(); fanotify=(); inotify=()
   for _ in $(seq 1 "$rounds"); do
     plain+=("$(run "$workload" plain)")
     inotify+=("$(run "$workload" inotify)")
+    fanotify+=("$(run "$workload" fanotify)")
     ebpf+=("$(run "$workload" ebpf)")
   done
   # The last run was recorded with eBPF: its recording and its bytes.
@@ -64,7 +65,8 @@ for workload in "${workloads[@]}"; do
   events=$("$dk" timeline "$scratch/trace" --json | grep -c '"seq"')
   gaps=$("$dk" timeline "$scratch/trace" --op gap --json | grep -c '"op": "gap"' || true)
   p=$(median "${plain[@]}"); e=$(median "${ebpf[@]}"); i=$(median "${inotify[@]}")
-  echo "| $workload | $p | $e ($(ratio "$e" "$p")) | $i ($(ratio "$i" "$p")) | $(( written / 1048576 )) MiB | $(( size / 1048576 )) MiB | $(ratio "$size" "$written") | $events | $gaps |"
+  f=$(median "${fanotify[@]}")
+  echo "| $workload | $p | $e ($(ratio "$e" "$p")) | $f ($(ratio "$f" "$p")) | $i ($(ratio "$i" "$p")) | $(( written / 1048576 )) MiB | $(( size / 1048576 )) MiB | $(ratio "$size" "$written") | $events | $gaps |"
 done
 echo
 echo "rounds: $rounds, alternating; goal for eBPF ≤ 1.10×"

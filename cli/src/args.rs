@@ -220,7 +220,8 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_baseline: bool,
     /// How changes are captured: `auto` is eBPF where it loads (root, a
-    /// kernel with BTF), inotify otherwise (no pids, coalesced writes).
+    /// kernel with BTF), else fanotify (pids as root; no exec/exit,
+    /// coalesced writes), else inotify (no pids); or one of them by name.
     #[arg(long, default_value = "auto", value_parser = str::parse::<CaptureBackend>)]
     pub backend: CaptureBackend,
     /// Fail instead of falling back when eBPF is unavailable (the same as

@@ -1,13 +1,15 @@
 //! What a recorder reads records from, whichever backend captures them.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use crate::event::Record;
+use crate::fanotify::FanotifyWatch;
 use crate::inotify::InotifyWatch;
 use crate::watch::Watch;
 
-/// A stream of [`Record`]s: the eBPF probe's [`Watch`] or the fallback's
-/// [`InotifyWatch`].
+/// A stream of [`Record`]s: the eBPF probe's [`Watch`] or a fallback's
+/// ([`FanotifyWatch`], [`InotifyWatch`]).
 pub trait Source: Send {
     /// The next record, waiting for one; `None` once the source failed.
     fn next(&mut self) -> impl Future<Output = Option<Record>> + Send;
@@ -25,6 +27,16 @@ impl Source for Watch {
     }
 }
 
+impl Source for FanotifyWatch {
+    fn next(&mut self) -> impl Future<Output = Option<Record>> + Send {
+        FanotifyWatch::next(self)
+    }
+
+    fn try_next(&mut self) -> Option<Record> {
+        FanotifyWatch::try_next(self)
+    }
+}
+
 impl Source for InotifyWatch {
     fn next(&mut self) -> impl Future<Output = Option<Record>> + Send {
         InotifyWatch::next(self)
@@ -38,13 +50,33 @@ impl Source for InotifyWatch {
 /// Whichever backend a recorder ended up with.
 pub enum AnyWatch {
     Ebpf(Watch),
+    Fanotify(FanotifyWatch),
     Inotify(InotifyWatch),
+}
+
+impl AnyWatch {
+    /// The capture without eBPF: fanotify where it can mark (Linux 5.17;
+    /// 6.5 on overlayfs), which tells pids to root and pairs renames, else
+    /// inotify. Watches `subtrees` below `root`, never below `skip`.
+    pub fn fallback(
+        root: &Path,
+        subtrees: &[PathBuf],
+        skip: &[PathBuf],
+    ) -> std::io::Result<AnyWatch> {
+        FanotifyWatch::start(root, subtrees, skip)
+            .map(AnyWatch::Fanotify)
+            .or_else(|err| {
+                tracing::info!(%err, "fanotify unavailable; using inotify");
+                InotifyWatch::start(root, subtrees, skip).map(AnyWatch::Inotify)
+            })
+    }
 }
 
 impl Source for AnyWatch {
     async fn next(&mut self) -> Option<Record> {
         match self {
             AnyWatch::Ebpf(watch) => watch.next().await,
+            AnyWatch::Fanotify(watch) => watch.next().await,
             AnyWatch::Inotify(watch) => watch.next().await,
         }
     }
@@ -52,6 +84,7 @@ impl Source for AnyWatch {
     fn try_next(&mut self) -> Option<Record> {
         match self {
             AnyWatch::Ebpf(watch) => watch.try_next(),
+            AnyWatch::Fanotify(watch) => watch.try_next(),
             AnyWatch::Inotify(watch) => watch.try_next(),
         }
     }

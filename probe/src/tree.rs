@@ -112,6 +112,9 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
         report: bool,
         mark: &mut impl FnMut(&OwnedFd) -> Result<K, MarkError>,
     ) {
+        // What a scan finds was made before the mark, by whoever: not by
+        // the process whose event started the scan.
+        let origin = if report { self.origin.take() } else { None };
         let mut pending = vec![dir.to_path_buf()];
         while let Some(dir) = pending.pop() {
             if self.skipped(&dir) {
@@ -151,6 +154,9 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
                     pending.push(path);
                 }
             }
+        }
+        if report {
+            self.origin = origin;
         }
     }
 
@@ -269,6 +275,11 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
             event.gid = Some(now.2);
             self.ready.push_back(Record::Event(event));
         }
+    }
+
+    /// Whether something is at `path` now.
+    pub fn exists(&self, path: &Path) -> bool {
+        self.open_in_root(path, OFlags::PATH).is_ok()
     }
 
     fn skipped(&self, path: &Path) -> bool {

@@ -41,6 +41,7 @@ pub use session::{Session, SessionOptions};
 pub fn capture_of(watch: &diffkeeper_probe::AnyWatch) -> diffkeeper_store::Capture {
     let (backend, blind_spots) = match watch {
         diffkeeper_probe::AnyWatch::Ebpf(_) => ("ebpf", EBPF_BLIND_SPOTS),
+        diffkeeper_probe::AnyWatch::Fanotify(_) => ("fanotify", FANOTIFY_BLIND_SPOTS),
         diffkeeper_probe::AnyWatch::Inotify(_) => ("inotify", INOTIFY_BLIND_SPOTS),
     };
     diffkeeper_store::Capture {
@@ -55,6 +56,15 @@ const INOTIFY_BLIND_SPOTS: &[&str] = &[
     "writes are coalesced: content is read at close or after the debounce",
     "stores through a shared mapping until close or the debounce",
     "entries of a directory created and filled before its watch existed appear at the scan, not when made",
+    "losses are counted only as \"some\" (the kernel's queue overflowed)",
+];
+
+const FANOTIFY_BLIND_SPOTS: &[&str] = &[
+    "a process is named only if the recorder runs as root and it still exists when its change is read; threads are not told apart",
+    "no exec or exit events",
+    "writes are coalesced: content is read at close or after the debounce",
+    "stores through a shared mapping until close or the debounce",
+    "entries of a directory created and filled before its mark existed appear at the scan, not when made",
     "losses are counted only as \"some\" (the kernel's queue overflowed)",
 ];
 

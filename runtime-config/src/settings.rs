@@ -98,10 +98,14 @@ pub struct RestoreFrom {
 /// How a container's file changes are captured.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CaptureBackend {
-    /// eBPF where the probe loads, inotify otherwise.
+    /// eBPF where the probe loads, else fanotify where it can mark, else
+    /// inotify.
     Auto,
     /// eBPF or nothing (`on-failure` then decides).
     Ebpf,
+    /// fanotify marks on the container's root filesystem (pids, no exec or
+    /// exit; docs/probe.md).
+    Fanotify,
     /// inotify on the container's root filesystem (no pids; docs/probe.md).
     Inotify,
 }
@@ -113,8 +117,11 @@ impl std::str::FromStr for CaptureBackend {
         match text {
             "auto" => Ok(CaptureBackend::Auto),
             "ebpf" => Ok(CaptureBackend::Ebpf),
+            "fanotify" => Ok(CaptureBackend::Fanotify),
             "inotify" => Ok(CaptureBackend::Inotify),
-            other => Err(format!("{other:?}: expected auto, ebpf or inotify")),
+            other => Err(format!(
+                "{other:?}: expected auto, ebpf, fanotify or inotify"
+            )),
         }
     }
 }
@@ -291,7 +298,8 @@ pub fn settings() -> &'static [Setting] {
         },
         Setting {
             key: "capture",
-            accepts: "auto (eBPF, else inotify), ebpf (no fallback) or inotify",
+            accepts:
+                "auto (eBPF, else fanotify, else inotify), ebpf (no fallback), fanotify or inotify",
             help: "how file changes are captured",
             node_only: false,
             apply: |c, v| {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use diffkeeper_probe::{AnyWatch, InotifyWatch, Probe, ProbeConfig};
+use diffkeeper_probe::{AnyWatch, FanotifyWatch, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
     capture_of, container_key, run as drive, Archive, BaselineScan, PathFilter, RootView, Session,
     SessionOptions,
@@ -434,7 +434,7 @@ impl Plan {
     }
 
     /// The container's capture, as `capture` asks: eBPF on its cgroup, or
-    /// inotify on its root filesystem (the fallback of `auto`).
+    /// fanotify or inotify on its root filesystem (the fallback of `auto`).
     fn watch(&self, probe: &Mutex<Option<Arc<Probe>>>) -> Result<AnyWatch, String> {
         let cgroup_id = self.info.cgroup_id;
         let ebpf = || {
@@ -456,17 +456,25 @@ impl Plan {
         // The host's view of the rootfs: the container's mounts (/proc,
         // volumes) are not in it, so only the rootfs's own file system is
         // watched.
-        let inotify = || {
-            InotifyWatch::start(&self.info.rootfs, &[PathBuf::from("/")], &[])
-                .map(AnyWatch::Inotify)
-                .map_err(|e| format!("inotify on {}: {e}", self.info.rootfs.display()))
+        let rootfs = self.info.rootfs.as_path();
+        let everything = [PathBuf::from("/")];
+        let on_rootfs = |backend: &'static str| {
+            move |e: std::io::Error| format!("{backend} on {}: {e}", rootfs.display())
         };
         match self.config.capture {
             CaptureBackend::Ebpf => ebpf(),
-            CaptureBackend::Inotify => inotify(),
+            CaptureBackend::Fanotify => FanotifyWatch::start(rootfs, &everything, &[])
+                .map(AnyWatch::Fanotify)
+                .map_err(on_rootfs("fanotify")),
+            CaptureBackend::Inotify => InotifyWatch::start(rootfs, &everything, &[])
+                .map(AnyWatch::Inotify)
+                .map_err(on_rootfs("inotify")),
             CaptureBackend::Auto => ebpf().or_else(|err| {
-                tracing::warn!(id = %self.info.id, %err, "eBPF unavailable; recording with inotify (no pids, no exec/exit, writes coalesced)");
-                inotify().map_err(|fallback| format!("{err}; the inotify fallback failed too: {fallback}"))
+                let fallback = AnyWatch::fallback(rootfs, &everything, &[])
+                    .map_err(|fallback| format!("{err}; the fallback (fanotify, then inotify) failed too: {fallback}"))?;
+                let backend = capture_of(&fallback).backend;
+                tracing::warn!(id = %self.info.id, %err, "eBPF unavailable; recording with {backend} (no exec/exit, writes coalesced)");
+                Ok(fallback)
             }),
         }
     }

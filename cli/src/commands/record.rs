@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{bail, Context, Result};
-use diffkeeper_probe::{AnyWatch, ChildCgroup, InotifyWatch, Probe, ProbeConfig};
+use diffkeeper_probe::{AnyWatch, ChildCgroup, FanotifyWatch, InotifyWatch, Probe, ProbeConfig};
 use diffkeeper_recorder::{
     capture_of, create_private_dir, recording_file_name, run as drive, BaselineScan, PathFilter,
     RootView, Session, SessionOptions,
@@ -150,29 +150,35 @@ struct Capture {
     _probe: Option<Probe>,
 }
 
-/// Starts `backend`; `auto` falls back to inotify, saying why.
+/// Starts `backend`; `auto` falls back to fanotify or inotify, saying why.
 fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Result<Capture> {
-    let inotify = || -> Result<Capture> {
-        let watch = InotifyWatch::start(Path::new("/"), watched, &[out.to_path_buf()])
-            .context("starting inotify")?;
-        Ok(Capture {
-            watch: AnyWatch::Inotify(watch),
-            cgroup: None,
-            _probe: None,
-        })
+    let (root, skip) = (Path::new("/"), [out.to_path_buf()]);
+    let without_ebpf = |watch: AnyWatch| Capture {
+        watch,
+        cgroup: None,
+        _probe: None,
     };
     match backend {
-        CaptureBackend::Inotify => inotify(),
+        CaptureBackend::Fanotify => FanotifyWatch::start(root, watched, &skip)
+            .map(|w| without_ebpf(AnyWatch::Fanotify(w)))
+            .context("starting fanotify (it needs root)"),
+        CaptureBackend::Inotify => InotifyWatch::start(root, watched, &skip)
+            .map(|w| without_ebpf(AnyWatch::Inotify(w)))
+            .context("starting inotify"),
         CaptureBackend::Ebpf => start_ebpf().context(
             "the eBPF probe could not be used (it needs root and a kernel with BTF); \
-             --backend auto falls back to inotify instead",
+             --backend auto falls back to fanotify or inotify instead",
         ),
         CaptureBackend::Auto => start_ebpf().or_else(|err| {
+            let watch = AnyWatch::fallback(root, watched, &skip).context("starting inotify")?;
+            let capture = capture_of(&watch);
             eprintln!(
-                "diffkeeper: eBPF unavailable ({err:#}); recording with inotify: \
-                 no pids, no exec/exit, writes coalesced (--require-ebpf refuses instead)"
+                "diffkeeper: eBPF unavailable ({err:#}); recording with {}: {} \
+                 (--require-ebpf refuses instead)",
+                capture.backend,
+                capture.limits.join("; ")
             );
-            inotify()
+            Ok(without_ebpf(watch))
         }),
     }
 }
