@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::Record;
-use crate::tree::{DirTree, MarkError, Origin};
+use crate::tree::{self, DirQueue, DirTree, MarkError, Origin};
 
 /// What each watched directory reports, for itself and its entries.
 const MASK: u64 = libc::FAN_CREATE
@@ -45,7 +45,7 @@ const METADATA_LEN: usize = 24;
 
 /// A directory as fanotify names it: filesystem id, handle type, handle.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct DirId(Vec<u8>);
+pub(crate) struct DirId(Vec<u8>);
 
 /// Recursive fanotify marks on subtrees of a root, as a record stream.
 pub struct FanotifyWatch {
@@ -102,54 +102,12 @@ impl FanotifyWatch {
     /// The next record, waiting for one. `None` if the fanotify descriptor
     /// can no longer be polled (logged).
     pub async fn next(&mut self) -> Option<Record> {
-        loop {
-            if let Some(record) = self.try_next() {
-                return Some(record);
-            }
-            match self.fd.readable().await {
-                Ok(mut ready) => ready.clear_ready(),
-                Err(err) => {
-                    tracing::error!(%err, "fanotify poll failed");
-                    return None;
-                }
-            }
-        }
+        tree::next(self).await
     }
 
     /// The next record if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Record> {
-        if self.tree.is_empty() {
-            self.read_available();
-        }
-        self.tree.pop()
-    }
-
-    /// Reads and translates one buffer of what the kernel has queued.
-    fn read_available(&mut self) {
-        let mut buffer = std::mem::take(&mut self.buffer);
-        let len = match rustix::io::read(self.fd.get_ref(), &mut buffer[..]) {
-            Ok(len) => len,
-            Err(rustix::io::Errno::AGAIN) => 0,
-            Err(err) => {
-                tracing::error!(%err, "fanotify read failed");
-                0
-            }
-        };
-        // Processes are looked up once per buffer: a pid reused later is
-        // looked up again.
-        let mut origins = HashMap::new();
-        let mut rest = &buffer[..len];
-        while let Some(event) = RawEvent::parse(rest) {
-            rest = &rest[event.len..];
-            let origin = origins
-                .entry(event.pid)
-                .or_insert_with(|| origin_of(event.pid))
-                .clone();
-            self.tree.origin = origin;
-            self.translate(&event);
-        }
-        self.tree.origin = None;
-        self.buffer = buffer;
+        tree::try_next(self)
     }
 
     fn translate(&mut self, event: &RawEvent) {
@@ -216,6 +174,47 @@ impl FanotifyWatch {
             return None;
         }
         self.tree.path_of(dir, name)
+    }
+}
+
+impl DirQueue for FanotifyWatch {
+    type Key = DirId;
+    const NAME: &'static str = "fanotify";
+
+    fn fd(&self) -> &AsyncFd<OwnedFd> {
+        &self.fd
+    }
+
+    fn tree(&mut self) -> &mut DirTree<DirId> {
+        &mut self.tree
+    }
+
+    /// Reads and translates one buffer of what the kernel has queued.
+    fn read_available(&mut self) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let len = match rustix::io::read(self.fd.get_ref(), &mut buffer[..]) {
+            Ok(len) => len,
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(err) => {
+                tracing::error!(%err, "fanotify read failed");
+                0
+            }
+        };
+        // Processes are looked up once per buffer: a pid reused later is
+        // looked up again.
+        let mut origins = HashMap::new();
+        let mut rest = &buffer[..len];
+        while let Some(event) = RawEvent::parse(rest) {
+            rest = &rest[event.len..];
+            let origin = origins
+                .entry(event.pid)
+                .or_insert_with(|| origin_of(event.pid))
+                .clone();
+            self.tree.origin = origin;
+            self.translate(&event);
+        }
+        self.tree.origin = None;
+        self.buffer = buffer;
     }
 }
 

@@ -20,7 +20,7 @@ use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::Record;
-use crate::tree::{DirTree, MarkError};
+use crate::tree::{self, DirQueue, DirTree, MarkError};
 
 /// What each watched directory reports.
 const MASK: WatchFlags = WatchFlags::CREATE
@@ -71,69 +71,12 @@ impl InotifyWatch {
     /// The next record, waiting for one. `None` if the inotify descriptor
     /// can no longer be polled (logged).
     pub async fn next(&mut self) -> Option<Record> {
-        loop {
-            if let Some(record) = self.try_next() {
-                return Some(record);
-            }
-            match self.fd.readable().await {
-                Ok(mut ready) => ready.clear_ready(),
-                Err(err) => {
-                    tracing::error!(%err, "inotify poll failed");
-                    return None;
-                }
-            }
-        }
+        tree::next(self).await
     }
 
     /// The next record if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Record> {
-        if self.tree.is_empty() {
-            self.read_available();
-        }
-        self.tree.pop()
-    }
-
-    /// Reads and translates what the kernel has queued.
-    fn read_available(&mut self) {
-        let mut events = Vec::new();
-        let mut drained = false;
-        let mut buffer = std::mem::take(&mut self.buffer);
-        {
-            let mut reader = inotify::Reader::new(self.fd.get_ref(), &mut buffer);
-            loop {
-                match reader.next() {
-                    Ok(event) => events.push((
-                        event.wd(),
-                        event.events(),
-                        event.cookie(),
-                        event.file_name().map(|name| name.to_bytes().to_vec()),
-                    )),
-                    Err(rustix::io::Errno::AGAIN) => {
-                        drained = true;
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, "inotify read failed");
-                        break;
-                    }
-                }
-                if reader.is_buffer_empty() && events.len() >= 4096 {
-                    break;
-                }
-            }
-        }
-        self.buffer = buffer;
-        for (wd, flags, cookie, name) in events {
-            self.translate(wd, flags, cookie, name.as_deref());
-        }
-        // A rename's two halves are queued together: with the queue
-        // drained, a lone half moved a path out of what is watched (a read
-        // stopped at the batch limit may have the other half still queued).
-        if drained {
-            if let Some((_, from, from_dir)) = self.moved_from.take() {
-                self.moved_out(from, from_dir);
-            }
-        }
+        tree::try_next(self)
     }
 
     /// `from` left the watched tree: its directories' watches go (they
@@ -182,6 +125,62 @@ impl InotifyWatch {
             self.tree.closed_after_write(path);
         } else if flags.contains(ReadFlags::ATTRIB) {
             self.tree.attributes_changed(path);
+        }
+    }
+}
+
+impl DirQueue for InotifyWatch {
+    type Key = i32;
+    const NAME: &'static str = "inotify";
+
+    fn fd(&self) -> &AsyncFd<OwnedFd> {
+        &self.fd
+    }
+
+    fn tree(&mut self) -> &mut DirTree<i32> {
+        &mut self.tree
+    }
+
+    /// Reads and translates what the kernel has queued.
+    fn read_available(&mut self) {
+        let mut events = Vec::new();
+        let mut drained = false;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        {
+            let mut reader = inotify::Reader::new(self.fd.get_ref(), &mut buffer);
+            loop {
+                match reader.next() {
+                    Ok(event) => events.push((
+                        event.wd(),
+                        event.events(),
+                        event.cookie(),
+                        event.file_name().map(|name| name.to_bytes().to_vec()),
+                    )),
+                    Err(rustix::io::Errno::AGAIN) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "inotify read failed");
+                        break;
+                    }
+                }
+                if reader.is_buffer_empty() && events.len() >= 4096 {
+                    break;
+                }
+            }
+        }
+        self.buffer = buffer;
+        for (wd, flags, cookie, name) in events {
+            self.translate(wd, flags, cookie, name.as_deref());
+        }
+        // A rename's two halves are queued together: with the queue
+        // drained, a lone half moved a path out of what is watched (a read
+        // stopped at the batch limit may have the other half still queued).
+        if drained {
+            if let Some((_, from, from_dir)) = self.moved_from.take() {
+                self.moved_out(from, from_dir);
+            }
         }
     }
 }

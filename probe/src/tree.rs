@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
+use tokio::io::unix::AsyncFd;
 
 use crate::event::{Event, Gap, Op, PathFlags, Record};
 
@@ -31,6 +32,42 @@ pub(crate) struct Origin {
     pub pid: u32,
     pub ns_pid: u32,
     pub comm: Vec<u8>,
+}
+
+/// A backend's kernel queue, feeding its [`DirTree`].
+pub(crate) trait DirQueue {
+    type Key: Eq + Hash + Clone;
+    /// The backend, for logs.
+    const NAME: &'static str;
+    fn fd(&self) -> &AsyncFd<OwnedFd>;
+    fn tree(&mut self) -> &mut DirTree<Self::Key>;
+    /// Reads and translates what the kernel has queued.
+    fn read_available(&mut self);
+}
+
+/// The next record of `queue` if one is ready, without waiting.
+pub(crate) fn try_next<Q: DirQueue>(queue: &mut Q) -> Option<Record> {
+    if queue.tree().is_empty() {
+        queue.read_available();
+    }
+    queue.tree().pop()
+}
+
+/// The next record of `queue`, waiting for one; `None` if its descriptor
+/// can no longer be polled (logged).
+pub(crate) async fn next<Q: DirQueue>(queue: &mut Q) -> Option<Record> {
+    loop {
+        if let Some(record) = try_next(queue) {
+            return Some(record);
+        }
+        match queue.fd().readable().await {
+            Ok(mut ready) => ready.clear_ready(),
+            Err(err) => {
+                tracing::error!(%err, backend = Q::NAME, "poll failed");
+                return None;
+            }
+        }
+    }
 }
 
 /// Marked directories below a root, and the records translated so far.
