@@ -139,16 +139,14 @@ impl FanotifyWatch {
         };
         // Unread events about one name merge into one (their masks OR'd):
         // replay them in the order they can happen. A name both deleted and
-        // created was removed first if it exists now.
+        // created that exists now was removed first.
         let created = event.mask & libc::FAN_CREATE != 0;
         let deleted = event.mask & libc::FAN_DELETE != 0;
-        let fd = self.fd.get_ref();
-        if created && deleted && self.tree.exists(&path) {
+        let recreated = created && deleted && self.tree.exists(&path);
+        if recreated {
             self.tree.deleted(path.clone(), is_dir);
-            self.tree
-                .created(path.clone(), is_dir, &mut |dir| mark(fd, dir));
-            return;
         }
+        let fd = self.fd.get_ref();
         if created {
             self.tree
                 .created(path.clone(), is_dir, &mut |dir| mark(fd, dir));
@@ -162,7 +160,7 @@ impl FanotifyWatch {
         if event.mask & libc::FAN_CLOSE_WRITE != 0 {
             self.tree.closed_after_write(path.clone());
         }
-        if deleted {
+        if deleted && !recreated {
             self.tree.deleted(path, is_dir);
         }
     }
@@ -214,6 +212,10 @@ impl DirQueue for FanotifyWatch {
             self.translate(&event);
         }
         self.tree.origin = None;
+        if !rest.is_empty() {
+            self.tree
+                .gap("a fanotify record this build does not understand (the rest of its read was dropped)");
+        }
         self.buffer = buffer;
     }
 }

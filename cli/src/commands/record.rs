@@ -161,7 +161,7 @@ fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Re
     match backend {
         CaptureBackend::Fanotify => FanotifyWatch::start(root, watched, &skip)
             .map(|w| without_ebpf(AnyWatch::Fanotify(w)))
-            .context("starting fanotify (it needs root)"),
+            .context("starting fanotify (it needs Linux 5.17)"),
         CaptureBackend::Inotify => InotifyWatch::start(root, watched, &skip)
             .map(|w| without_ebpf(AnyWatch::Inotify(w)))
             .context("starting inotify"),
@@ -170,7 +170,8 @@ fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Re
              --backend auto falls back to fanotify or inotify instead",
         ),
         CaptureBackend::Auto => start_ebpf().or_else(|err| {
-            let watch = AnyWatch::fallback(root, watched, &skip).context("starting inotify")?;
+            let watch = AnyWatch::fallback(root, watched, &skip)
+                .context("starting fanotify, then inotify")?;
             let capture = capture_of(&watch);
             eprintln!(
                 "diffkeeper: eBPF unavailable ({err:#}); recording with {}: {} \
