@@ -224,6 +224,11 @@ pub struct RecordArgs {
     /// coalesced writes), else inotify (no pids); or one of them by name.
     #[arg(long, default_value = "auto", value_parser = str::parse::<CaptureBackend>)]
     pub backend: CaptureBackend,
+    /// Bytes of the eBPF ring buffer between the kernel and the recorder
+    /// (a power of two, at least a page): raise it if a recording shows
+    /// gaps.
+    #[arg(long, default_value = "8Mi", value_parser = diffkeeper_runtime_config::parse_ring_buffer_size)]
+    pub ring_buffer: u64,
     /// Fail instead of falling back when eBPF is unavailable (the same as
     /// `--backend ebpf`).
     #[arg(long, conflicts_with = "backend")]

@@ -197,6 +197,54 @@ fn record_and_read_back(backend: &str) {
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
+/// Storing a large version takes the recorder a while; the ring buffer
+/// must still be drained meanwhile. Here a 64 MiB file is stored while a
+/// burst of ~12,000 events (twice what the 1 MiB ring holds) arrives.
+#[test]
+fn a_burst_while_a_large_version_is_stored_loses_nothing() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "head -c 67108864 /dev/urandom > big; \
+                  i=0; while [ $i -lt 4000 ]; do echo $i >> log; i=$((i + 1)); done";
+    let out = diffkeeper(
+        dir.path(),
+        &[
+            "record",
+            "--backend",
+            "ebpf",
+            "--ring-buffer",
+            "1Mi",
+            "--no-baseline",
+            "--out",
+            "trace",
+            "--watch",
+            ".",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = diffkeeper(dir.path(), &["timeline", "trace", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gaps: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] == "gap")
+        .collect();
+    assert!(gaps.is_empty(), "{gaps:?}");
+    let log = dir.path().canonicalize().unwrap().join("log");
+    let out = diffkeeper(dir.path(), &["cat", "trace", log.to_str().unwrap()]);
+    let expected: String = (0..4000).map(|i| format!("{i}\n")).collect();
+    assert!(text(&out.stdout) == expected, "{}", text(&out.stderr));
+}
+
 #[test]
 fn a_killed_command_exits_128_plus_signal() {
     if diffkeeper_test_support::lacks_root("recording with eBPF") {

@@ -216,15 +216,20 @@ static __always_inline void count_loss(struct dk_drops *drops, __u64 now)
 /*
  * A wakeup per record costs the writer a cross-CPU wakeup and the reader a
  * context switch each: at 200k events/s that halved throughput. So records
- * wake the reader only once 1/16 of the ring is waiting, or for the events a
- * recorder must act on before the file changes again: the moments it reads
- * content (close, fsync, msync), the ones that make content unreachable
- * (rename, unlink), and process events (exec, exit). Writes, the bulk of the
- * traffic, never wake it; the reader also drains on a short timer
+ * wake the reader only for the events a recorder must act on before the
+ * file changes again: the moments it reads content (close, fsync, msync), the
+ * ones that make content unreachable (rename, unlink), and process events
+ * (exec, exit); and once when the waiting data crosses 1/16 of the ring.
+ * Only the crossing: a reader busy storing content leaves the ring above the
+ * mark, and waking it again for every write of a database's burst made each
+ * write raise an interrupt (measured: sqlite3's own kernel time x4). Writes
+ * otherwise never wake it; the reader also drains on a short timer
  * (DRAIN_INTERVAL in src/watch.rs).
  */
-static __always_inline __u64 wakeup(void *ring, __u16 op)
+static __always_inline __u64 wakeup(void *ring, __u16 op, __u32 size)
 {
+	__u64 mark, waiting;
+
 	switch (op) {
 	case DK_OP_CLOSE:
 	case DK_OP_FSYNC:
@@ -235,8 +240,9 @@ static __always_inline __u64 wakeup(void *ring, __u16 op)
 	case DK_OP_EXIT:
 		return BPF_RB_FORCE_WAKEUP;
 	}
-	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >=
-	    bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16)
+	mark = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16;
+	waiting = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	if (waiting < mark && waiting + size >= mark)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -250,6 +256,7 @@ static __always_inline void emit(void *ring, struct dk_scratch *s, __u32 paths)
 	__u64 cgroup_id = s->ev.cgroup_id;
 	struct dk_drops *drops = bpf_map_lookup_elem(&dk_drops, &cgroup_id);
 	__u64 now = s->ev.ts_ns;
+	__u32 size;
 
 	if (!drops)
 		return;
@@ -273,8 +280,8 @@ static __always_inline void emit(void *ring, struct dk_scratch *s, __u32 paths)
 	}
 	if (paths > 2 * DK_WALK_END)
 		paths = 2 * DK_WALK_END;
-	if (bpf_ringbuf_output(ring, &s->ev, sizeof(s->ev) + (paths & DK_SLOT_MASK),
-			       wakeup(ring, s->ev.op)))
+	size = sizeof(s->ev) + (paths & DK_SLOT_MASK);
+	if (bpf_ringbuf_output(ring, &s->ev, size, wakeup(ring, s->ev.op, size)))
 		count_loss(drops, now);
 }
 

@@ -24,4 +24,4 @@ pub use settings::{
     settings, BaselineMode, CaptureBackend, Config, FailurePolicy, RestoreFrom, Retention, Setting,
     DEFAULT_RECORDINGS_ROOT,
 };
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_ring_buffer_size, parse_size};

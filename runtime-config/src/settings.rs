@@ -403,7 +403,7 @@ pub fn settings() -> &'static [Setting] {
             node_only: true,
             apply: |c, v| {
                 let n = size(v)?;
-                (n.is_power_of_two() && (64 << 10..=1 << 30).contains(&n))
+                crate::units::ring_buffer_size_ok(n)
                     .then_some(())
                     .ok_or(())?;
                 c.ring_buffer_size = n;

@@ -27,6 +27,20 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         .ok_or_else(|| "a size below 16 EiB".to_string())
 }
 
+/// A ring-buffer size ([`parse_size`]): a power of two from 64 KiB to 1 GiB.
+pub fn parse_ring_buffer_size(input: &str) -> Result<u64, String> {
+    let n = parse_size(input)?;
+    if ring_buffer_size_ok(n) {
+        Ok(n)
+    } else {
+        Err("a power of two between 64Ki and 1Gi, e.g. 16Mi".to_string())
+    }
+}
+
+pub(crate) fn ring_buffer_size_ok(n: u64) -> bool {
+    n.is_power_of_two() && (64 << 10..=1 << 30).contains(&n)
+}
+
 /// A duration such as `100ms`, `30s`, `7d`, `1h 30m`.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     humantime::parse_duration(input.trim())
@@ -46,6 +60,9 @@ mod tests {
         assert!(parse_size("10X").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999Ti").is_err());
+        assert_eq!(parse_ring_buffer_size("16Mi"), Ok(16 << 20));
+        assert!(parse_ring_buffer_size("3Mi").is_err());
+        assert!(parse_ring_buffer_size("4Ki").is_err());
     }
 
     #[test]

@@ -47,7 +47,9 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     } else {
         args.backend
     };
-    let capture = start_capture(backend, &watched, &out)?;
+    // parse_ring_buffer_size bounds it to 1 GiB.
+    let ring_buffer = u32::try_from(args.ring_buffer).expect("at most 1 GiB");
+    let capture = start_capture(backend, &watched, &out, ring_buffer)?;
 
     let file = out.join(recording_file_name(std::time::SystemTime::now()));
     let meta = RecordingMeta {
@@ -151,7 +153,12 @@ struct Capture {
 }
 
 /// Starts `backend`; `auto` falls back to fanotify or inotify, saying why.
-fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Result<Capture> {
+fn start_capture(
+    backend: CaptureBackend,
+    watched: &[PathBuf],
+    out: &Path,
+    ring_buffer: u32,
+) -> Result<Capture> {
     let (root, skip) = (Path::new("/"), [out.to_path_buf()]);
     let without_ebpf = |watch: AnyWatch| Capture {
         watch,
@@ -165,11 +172,11 @@ fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Re
         CaptureBackend::Inotify => InotifyWatch::start(root, watched, &skip)
             .map(|w| without_ebpf(AnyWatch::Inotify(w)))
             .context("starting inotify"),
-        CaptureBackend::Ebpf => start_ebpf().context(
+        CaptureBackend::Ebpf => start_ebpf(ring_buffer).context(
             "the eBPF probe could not be used (it needs root and a kernel with BTF); \
              --backend auto falls back to fanotify or inotify instead",
         ),
-        CaptureBackend::Auto => start_ebpf().or_else(|err| {
+        CaptureBackend::Auto => start_ebpf(ring_buffer).or_else(|err| {
             let watch = AnyWatch::fallback(root, watched, &skip)
                 .context("starting fanotify, then inotify")?;
             let capture = capture_of(&watch);
@@ -184,8 +191,11 @@ fn start_capture(backend: CaptureBackend, watched: &[PathBuf], out: &Path) -> Re
     }
 }
 
-fn start_ebpf() -> Result<Capture> {
-    let probe = Probe::load(ProbeConfig::default())?;
+fn start_ebpf(ring_buffer_bytes: u32) -> Result<Capture> {
+    let probe = Probe::load(ProbeConfig {
+        ring_buffer_bytes,
+        ..ProbeConfig::default()
+    })?;
     let cgroup = ChildCgroup::create(format!("diffkeeper/record-{}", std::process::id()))?;
     let watch = probe.watch(cgroup.id())?;
     Ok(Capture {
