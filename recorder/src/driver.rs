@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use diffkeeper_probe::{Record, Source};
 use diffkeeper_store::monotonic_now_ns;
-use tokio::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{self, Receiver, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Semaphore;
 
 use crate::baseline::BaselineItem;
 use crate::session::Session;
@@ -28,7 +31,7 @@ const BACKLOG: usize = 1 << 16;
 
 /// What the session thread is handed, in arrival order.
 enum Input {
-    Record(Record),
+    Records(Vec<Record>),
     Baseline(BaselineItem),
     Tick,
 }
@@ -47,15 +50,21 @@ pub async fn run(
     if baseline.is_some() {
         session.begin_baseline();
     }
-    let (tx, rx) = mpsc::channel(BACKLOG);
-    let store = tokio::task::spawn_blocking(move || handle_all(session, rx));
+    // Batches vary in size: the channel only orders them, the semaphore
+    // bounds the records they hold.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Semaphore::new(BACKLOG));
+    let store = {
+        let backlog = Arc::clone(&backlog);
+        tokio::task::spawn_blocking(move || handle_all(session, rx, &backlog))
+    };
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         let input = tokio::select! {
             record = watch.next() => match record {
-                Some(record) => Input::Record(record),
+                Some(record) => Input::Records(batch(record, &mut watch, &backlog).await),
                 None => break,
             },
             item = next_item(&mut baseline) => match item {
@@ -66,57 +75,86 @@ pub async fn run(
                 }
             },
             _ = ticker.tick() => {
-                // A busy session checks the debounce after its batch anyway.
-                let _ = tx.try_send(Input::Tick);
+                forward(&tx, Input::Tick);
                 continue;
             }
             () = &mut stop => break,
         };
-        forward(&tx, input).await;
+        forward(&tx, input);
     }
     while let Some(record) = watch.try_next() {
-        forward(&tx, Input::Record(record)).await;
+        forward(
+            &tx,
+            Input::Records(batch(record, &mut watch, &backlog).await),
+        );
     }
     // A baseline still running is finished: the recording must say what the
     // tree looked like at the start, even for a workload that ran briefly.
     if let Some(rx) = &mut baseline {
         while let Some(item) = rx.recv().await {
-            forward(&tx, Input::Baseline(item)).await;
+            forward(&tx, Input::Baseline(item));
         }
     }
     drop(tx);
     store.await.expect("the session thread panicked")
 }
 
-async fn forward(tx: &Sender<Input>, input: Input) {
-    // The receiver lives until the sender is dropped, below.
-    tx.send(input)
+/// `first` and whatever else is already reported, up to a batch, once the
+/// backlog has room for them.
+async fn batch(first: Record, watch: &mut impl Source, backlog: &Semaphore) -> Vec<Record> {
+    let mut records = vec![first];
+    while records.len() < BATCH {
+        match watch.try_next() {
+            Some(record) => records.push(record),
+            None => break,
+        }
+    }
+    backlog
+        .acquire_many(records.len() as u32)
         .await
+        .expect("the backlog semaphore is never closed")
+        .forget();
+    records
+}
+
+fn forward(tx: &UnboundedSender<Input>, input: Input) {
+    // The receiver lives until the sender is dropped, at the end of `run`.
+    tx.send(input)
         .unwrap_or_else(|_| unreachable!("the session thread ended early"));
 }
 
-/// The session thread: handles everything already waiting, then does the
-/// reads that closes asked for (one read per file per batch).
-fn handle_all(mut session: Session, mut rx: Receiver<Input>) -> Session {
+/// The session thread: handles everything already waiting (a backlog that
+/// built up while content was stored is one batch), then does the reads
+/// that closes asked for (one read per file per batch) and, if a tick came,
+/// the debounce.
+fn handle_all(
+    mut session: Session,
+    mut rx: UnboundedReceiver<Input>,
+    backlog: &Semaphore,
+) -> Session {
     while let Some(first) = rx.blocking_recv() {
-        handle(&mut session, first);
-        for _ in 1..BATCH {
-            match rx.try_recv() {
-                Ok(input) => handle(&mut session, input),
-                Err(_) => break,
+        let mut next = Some(first);
+        let (mut handled, mut ticked) = (0, false);
+        while let Some(input) = next.take() {
+            match input {
+                Input::Records(records) => {
+                    handled += records.len();
+                    backlog.add_permits(records.len());
+                    records.into_iter().for_each(|r| session.handle(r));
+                }
+                Input::Baseline(item) => session.add_baseline(item),
+                Input::Tick => ticked = true,
+            }
+            if handled < BATCH {
+                next = rx.try_recv().ok();
             }
         }
         session.flush_due();
+        if ticked {
+            session.tick(monotonic_now_ns());
+        }
     }
     session
-}
-
-fn handle(session: &mut Session, input: Input) {
-    match input {
-        Input::Record(record) => session.handle(record),
-        Input::Baseline(item) => session.add_baseline(item),
-        Input::Tick => session.tick(monotonic_now_ns()),
-    }
 }
 
 async fn next_item(baseline: &mut Option<Receiver<BaselineItem>>) -> Option<BaselineItem> {
