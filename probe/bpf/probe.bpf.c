@@ -82,7 +82,7 @@ struct dk_inflight {
 	__u16 op;
 	__u16 handler;
 	__u16 how;
-	__u16 _reserved;
+	__u16 active; /* set by sys_enter, cleared when its sys_exit is done */
 };
 
 struct dk_dirty_key {
@@ -113,15 +113,17 @@ struct {
 } dk_drops SEC(".maps");
 
 /*
- * pid_tgid -> stashed arguments. The only lookup unwatched tasks pay on exit.
- * A plain hash, not LRU: cheaper updates, and a full map is counted as a loss
- * instead of silently evicting another call. Entries live for one syscall
- * (sys_exit runs even for a thread killed inside the call).
+ * Each thread's syscall in flight: its stashed arguments. Task-local storage,
+ * not a hash keyed by pid_tgid: a thread that never made a watched call has
+ * none, so an unwatched task's sys_exit costs a pointer test instead of a
+ * hash lookup, and a watched one's stash is a store instead of a hash update
+ * (and delete). Created on a watched task's first stash; freed with the
+ * task. A failed creation is counted as a loss.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct dk_inflight);
 } dk_inflight SEC(".maps");
 
@@ -151,6 +153,13 @@ static __always_inline void *watched_ring(__u64 *cgroup_id)
 {
 	*cgroup_id = bpf_get_current_cgroup_id();
 	return bpf_map_lookup_elem(&dk_watch, cgroup_id);
+}
+
+/* This thread's in-flight slot; `create` makes one if it has none. */
+static __always_inline struct dk_inflight *inflight(__u64 create)
+{
+	return bpf_task_storage_get(&dk_inflight, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 static __always_inline struct dk_scratch *scratch(void)
@@ -353,8 +362,9 @@ static __always_inline void copy_common(struct dk_event *ev, struct dk_inflight 
 }
 
 /* Operations on an fd: the path is the file's own, walked from its dentry. */
-static __always_inline void handle_fd(struct dk_inflight *in, __u64 id)
+static __always_inline void handle_fd(struct dk_inflight *in)
 {
+	__u64 id = bpf_get_current_pid_tgid();
 	struct dk_scratch *s = scratch();
 	struct file *file;
 	__u64 cgroup_id;
@@ -442,15 +452,16 @@ static __always_inline void handle_path2(struct dk_inflight *in)
 	SEC("tracepoint")                                                 \
 	int dk_handle_##name(void *ctx)                                   \
 	{                                                                 \
-		__u64 id = bpf_get_current_pid_tgid();                    \
-		struct dk_inflight *in = bpf_map_lookup_elem(&dk_inflight, &id); \
-		if (in)                                                   \
+		struct dk_inflight *in = inflight(0);                     \
+		if (!in)                                                  \
+			return 0;                                         \
+		if (in->active)                                           \
 			call;                                             \
-		bpf_map_delete_elem(&dk_inflight, &id);                   \
+		in->active = 0;                                           \
 		return 0;                                                 \
 	}
 
-DK_HANDLER(fd, handle_fd(in, id))
+DK_HANDLER(fd, handle_fd(in))
 DK_HANDLER(path, handle_path(in))
 DK_HANDLER(path2, handle_path2(in))
 
@@ -465,12 +476,15 @@ static __always_inline bool watched(void)
 
 static __always_inline int stash(struct dk_inflight *in)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct dk_inflight *slot = inflight(1);
 	__u64 cgroup_id;
 	struct dk_drops *drops;
 
-	if (!bpf_map_update_elem(&dk_inflight, &id, in, BPF_ANY))
+	if (slot) {
+		*slot = *in;
+		slot->active = 1;
 		return 0;
+	}
 	cgroup_id = bpf_get_current_cgroup_id();
 	drops = bpf_map_lookup_elem(&dk_drops, &cgroup_id);
 	if (drops)
@@ -499,16 +513,15 @@ static __always_inline int stash(struct dk_inflight *in)
 /* sys_exit: pairs with the stash; only successful calls become events. */
 static __always_inline int finish(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct dk_inflight *in = bpf_map_lookup_elem(&dk_inflight, &id);
+	struct dk_inflight *in = inflight(0);
 
-	if (!in)
+	if (!in || !in->active)
 		return 0;
 	if (ctx->ret >= 0) {
 		in->ret = ctx->ret;
 		bpf_tail_call(ctx, &dk_handlers, in->handler);
 	}
-	bpf_map_delete_elem(&dk_inflight, &id);
+	in->active = 0;
 	return 0;
 }
 
@@ -770,6 +783,7 @@ int dk_enter_close(struct trace_event_raw_sys_enter *ctx)
 		.fd = ARG(0), .uid = (__u32)-1, .gid = (__u32)-1, .nr = ctx->id,
 		.op = DK_OP_CLOSE, .handler = DK_H_FD,
 	};
+	struct dk_inflight *slot;
 	__u64 *written;
 
 	if (!watched())
@@ -784,7 +798,9 @@ int dk_enter_close(struct trace_event_raw_sys_enter *ctx)
 	bpf_map_delete_elem(&dk_dirty, &key);
 	stash(&in);
 	bpf_tail_call(ctx, &dk_handlers, DK_H_FD);
-	bpf_map_delete_elem(&dk_inflight, &id);
+	slot = inflight(0);
+	if (slot)
+		slot->active = 0;
 	return 0;
 }
 

@@ -283,7 +283,9 @@ fn install(pin_dir: &Path) -> Result<(), Error> {
     }
     fs::create_dir_all(partial.join("links")).map_err(io_error("creating", &partial))?;
 
-    let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    // aya has no user-space type for task storage (dk_inflight); only the
+    // programs use it, so it is created as a plain map.
+    let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT)?;
     for name in [WATCH_MAP, DROPS_MAP, HANDLERS_MAP] {
         let map = ebpf.map(name).ok_or_else(|| missing("map", name))?;
         let path = partial.join(name);
