@@ -13,6 +13,14 @@ fn diffkeeper(cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `diffkeeper record` of `sh -c script` in `cwd`, into `trace`, watching `cwd`.
+fn record_script(cwd: &Path, backend: &str, options: &[&str], script: &str) -> Output {
+    let mut args = vec!["record", "--backend", backend];
+    args.extend(options);
+    args.extend(["--out", "trace", "--watch", ".", "--", "sh", "-c", script]);
+    diffkeeper(cwd, &args)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -54,22 +62,7 @@ fn record_and_read_back(backend: &str) {
     // lets it finish before `config` changes (a file changed before the scan
     // reaches it has no recorded starting content: docs/recording.md).
     let script = "sleep 0.3; echo new > config; echo data > out.bin; mkdir sub; echo hi > sub/x; rm keep.txt; exit 7";
-    let out = diffkeeper(
-        &work,
-        &[
-            "record",
-            "--backend",
-            backend,
-            "--out",
-            "trace",
-            "--watch",
-            ".",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
+    let out = record_script(&work, backend, &[], script);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("sh exited 7"),
@@ -206,27 +199,14 @@ fn a_burst_while_a_large_version_is_stored_loses_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // Then one page of `big` rewritten in place: its version takes over the
+    // untouched chunks (the write's range comes from the probe) and must
+    // still read back exactly.
     let script = "head -c 67108864 /dev/urandom > big; \
-                  i=0; while [ $i -lt 4000 ]; do echo $i >> log; i=$((i + 1)); done";
-    let out = diffkeeper(
-        dir.path(),
-        &[
-            "record",
-            "--backend",
-            "ebpf",
-            "--ring-buffer",
-            "1Mi",
-            "--no-baseline",
-            "--out",
-            "trace",
-            "--watch",
-            ".",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
+                  i=0; while [ $i -lt 4000 ]; do echo $i >> log; i=$((i + 1)); done; \
+                  dd if=/dev/urandom of=big bs=4096 count=1 seek=1000 conv=notrunc 2> /dev/null";
+    let options = ["--ring-buffer", "1Mi", "--no-baseline"];
+    let out = record_script(dir.path(), "ebpf", &options, script);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = diffkeeper(dir.path(), &["timeline", "trace", "--json"]);
@@ -243,6 +223,13 @@ fn a_burst_while_a_large_version_is_stored_loses_nothing() {
     let out = diffkeeper(dir.path(), &["cat", "trace", log.to_str().unwrap()]);
     let expected: String = (0..4000).map(|i| format!("{i}\n")).collect();
     assert!(text(&out.stdout) == expected, "{}", text(&out.stderr));
+    let big = dir.path().canonicalize().unwrap().join("big");
+    let out = diffkeeper(dir.path(), &["cat", "trace", big.to_str().unwrap()]);
+    assert!(
+        out.stdout == std::fs::read(&big).unwrap(),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

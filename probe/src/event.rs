@@ -1,6 +1,7 @@
 //! Typed records decoded from the ring buffer.
 
 use std::ffi::OsStr;
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -149,6 +150,31 @@ pub struct Event {
     pub ret: i64,
     /// x86-64 syscall number; `None` for exec and exit.
     pub syscall_nr: Option<u32>,
+}
+
+impl Event {
+    /// The bytes of its file the operation may have changed, when the
+    /// backend says: the eBPF probe reports each write's offset and length
+    /// (`u64::MAX` as the end for a truncate, which changes everything from
+    /// the new size on); the fallbacks report only that a file changed
+    /// (`None`, as for an mmap: stores through it are not seen).
+    pub fn changed_range(&self) -> Option<Range<u64>> {
+        // fallocate modes that move the bytes after `offset`.
+        const COLLAPSE_OR_INSERT_RANGE: u64 = 0x08 | 0x20;
+        // pwritev2 flag: written at the end, whatever the offset says.
+        const RWF_APPEND: u64 = 0x10;
+        self.syscall_nr?;
+        let end = self.offset.saturating_add(self.len);
+        match self.op {
+            Op::Write if self.op_flags & RWF_APPEND != 0 => None,
+            Op::Fallocate if self.op_flags & COLLAPSE_OR_INSERT_RANGE != 0 => {
+                Some(self.offset..u64::MAX)
+            }
+            Op::Write | Op::Fallocate => Some(self.offset..end),
+            Op::Truncate => Some(self.len..u64::MAX),
+            _ => None,
+        }
+    }
 }
 
 /// A record as found in the ring buffer, before gap accounting.

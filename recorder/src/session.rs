@@ -1,6 +1,7 @@
 //! One recording in progress: probe records in, store events out.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -50,6 +51,53 @@ struct Dirty {
     /// content under the new name (a new path would otherwise carry the
     /// content from before the write); not read again by the debounce.
     gone: bool,
+    /// What was written since the recorded version, as the events say.
+    changed: Changed,
+}
+
+/// The byte ranges of a file written since its recorded version, when
+/// every event that dirtied it reported one (eBPF writes and truncates);
+/// the store then takes over the chunks nothing touched. `Unknown` after an
+/// mmap, a fallback's event, a truncating open, or a loss.
+#[derive(Debug)]
+enum Changed {
+    Ranges(Vec<Range<u64>>),
+    Unknown,
+}
+
+impl Changed {
+    /// Beyond this many separate ranges the file is simply read whole.
+    const MAX_RANGES: usize = 256;
+
+    fn add(&mut self, range: Option<Range<u64>>) {
+        let Changed::Ranges(ranges) = self else {
+            return;
+        };
+        let Some(mut range) = range else {
+            *self = Changed::Unknown;
+            return;
+        };
+        // Sorted and disjoint: merge every range touching the new one.
+        ranges.retain(|r| {
+            let touches = r.start <= range.end && range.start <= r.end;
+            if touches {
+                range = r.start.min(range.start)..r.end.max(range.end);
+            }
+            !touches
+        });
+        let at = ranges.partition_point(|r| r.start < range.start);
+        ranges.insert(at, range);
+        if ranges.len() > Self::MAX_RANGES {
+            *self = Changed::Unknown;
+        }
+    }
+
+    fn ranges(&self) -> Option<&[Range<u64>]> {
+        match self {
+            Changed::Ranges(ranges) => Some(ranges),
+            Changed::Unknown => None,
+        }
+    }
 }
 
 impl Dirty {
@@ -88,6 +136,20 @@ pub struct Session {
     maybe_due: bool,
     baseline: BaselineStatus,
     baseline_late: u64,
+    /// Every write since a path's recorded version is in its `Changed`
+    /// ranges. False for the rest of the recording once that may not hold:
+    /// events were lost, or a read recorded nothing (the next version's
+    /// base is then older than the ranges).
+    trust_ranges: bool,
+}
+
+/// What an event did to the bytes of a file it dirtied.
+enum Touch {
+    Bytes(Range<u64>),
+    /// Possibly anything (an mmap, a truncating open, a fallback's event).
+    Unknown,
+    /// Nothing by itself (a close, an fsync, an open that does not truncate).
+    Nothing,
 }
 
 /// `renameat2` flag: the two names were swapped.
@@ -107,6 +169,7 @@ impl Session {
             maybe_due: false,
             baseline: BaselineStatus::default(),
             baseline_late: 0,
+            trust_ranges: true,
         }
     }
 
@@ -240,6 +303,10 @@ impl Session {
     }
 
     fn on_gap(&mut self, gap: Gap) {
+        self.trust_ranges = false;
+        for dirty in self.dirty.values_mut() {
+            dirty.changed = Changed::Unknown;
+        }
         self.flush_due();
         if let Err(err) = self
             .store
@@ -268,7 +335,9 @@ impl Session {
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate
         ) && ev.path_flags == PathFlags::default()
         {
+            let range = self.trusted(ev.changed_range());
             if let Some(dirty) = self.dirty.get_mut(ev.path.as_os_str().as_bytes()) {
+                dirty.changed.add(range);
                 self.maybe_due |= dirty.written_at(ev.ts_ns);
                 return;
             }
@@ -288,13 +357,15 @@ impl Session {
         match ev.op {
             ProbeOp::Open => {
                 let changes_content = ev.op_flags & (libc::O_CREAT | libc::O_TRUNC) as u64 != 0;
+                let truncates = ev.op_flags & libc::O_TRUNC as u64 != 0;
                 if let (Some(path), true) = (path, changes_content) {
-                    self.mark_opened(path, t, actor());
+                    self.mark_opened(path, t, actor(), truncates);
                 }
             }
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
                 if let Some(path) = path {
-                    self.mark_dirty(path, t, actor());
+                    let range = self.trusted(ev.changed_range());
+                    self.mark_written(path, t, actor(), range);
                 }
             }
             ProbeOp::Mmap => {
@@ -448,6 +519,11 @@ impl Session {
                         to: to.clone(),
                     },
                 );
+                // What `to` named before is replaced: its written ranges
+                // no longer describe the content now recorded there.
+                if let Some(replaced) = self.dirty.get_mut(&to) {
+                    replaced.changed = Changed::Unknown;
+                }
                 for (path, dirty) in moved {
                     let rebased = path.rebased(&from, &to);
                     self.dirty.insert(rebased, dirty);
@@ -496,22 +572,49 @@ impl Session {
 
     /// `path` changed (written, truncated, mapped, moved in...).
     fn mark_dirty(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.insert_dirty(path, t, actor, true);
+        self.insert_dirty(path, t, actor, true, Touch::Unknown);
+    }
+
+    /// A write of `range` (if the event told it) to `path`.
+    fn mark_written(&mut self, path: RecPath, t: u64, actor: Actor, range: Option<Range<u64>>) {
+        let touch = range.map_or(Touch::Unknown, Touch::Bytes);
+        self.insert_dirty(path, t, actor, true, touch);
     }
 
     /// `path` was created or truncated by an open, not yet written.
-    fn mark_opened(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.insert_dirty(path, t, actor, false);
+    fn mark_opened(&mut self, path: RecPath, t: u64, actor: Actor, truncated: bool) {
+        let touch = if truncated {
+            Touch::Unknown
+        } else {
+            Touch::Nothing
+        };
+        self.insert_dirty(path, t, actor, false, touch);
     }
 
-    fn insert_dirty(&mut self, path: RecPath, t: u64, actor: Actor, written: bool) {
+    /// A range an event reported, if ranges are still trusted.
+    fn trusted(&self, range: Option<Range<u64>>) -> Option<Range<u64>> {
+        range.filter(|_| self.trust_ranges)
+    }
+
+    fn insert_dirty(&mut self, path: RecPath, t: u64, actor: Actor, written: bool, touch: Touch) {
         if let Some(dirty) = self.dirty.get_mut(&path) {
             dirty.gone = false;
+            match touch {
+                Touch::Bytes(range) => dirty.changed.add(Some(range)),
+                Touch::Unknown => dirty.changed = Changed::Unknown,
+                Touch::Nothing => {}
+            }
             if written {
                 self.maybe_due |= dirty.written_at(t);
             }
             return; // the common case: another write to a dirty file
         }
+        let changed = match touch {
+            _ if !self.trust_ranges => Changed::Unknown,
+            Touch::Bytes(range) => Changed::Ranges(vec![range]),
+            Touch::Unknown => Changed::Unknown,
+            Touch::Nothing => Changed::Ranges(Vec::new()),
+        };
         if let Some(touched) = &mut self.touched {
             touched.insert(path.clone());
         }
@@ -524,6 +627,7 @@ impl Session {
                 written,
                 close_pending: false,
                 gone: false,
+                changed,
             },
         );
     }
@@ -543,7 +647,7 @@ impl Session {
 
     /// A moment to read `path`'s content: marks it for the next `flush_due`.
     fn mark_due(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.mark_dirty(path.clone(), t, actor);
+        self.insert_dirty(path.clone(), t, actor, true, Touch::Nothing);
         if let Some(dirty) = self.dirty.get_mut(&path) {
             dirty.due_ns = Some(t);
             self.maybe_due = true;
@@ -595,6 +699,7 @@ impl Session {
         let snapshot = match self.root.read(path, self.options.max_file_size) {
             Ok(snapshot) => snapshot,
             Err(err) => {
+                self.trust_ranges = false;
                 self.store
                     .note_incomplete(format!("{path}: could not be read: {err}"));
                 return;
@@ -602,7 +707,10 @@ impl Session {
         };
         let (mode, data) = match snapshot {
             Snapshot::File { mode, data } => (mode, data),
-            Snapshot::NotAFile => return,
+            Snapshot::NotAFile => {
+                self.trust_ranges = false;
+                return;
+            }
             Snapshot::Gone => {
                 self.dirty.insert(
                     path.clone(),
@@ -615,6 +723,7 @@ impl Session {
                 return;
             }
             Snapshot::TooLarge { size } => {
+                self.trust_ranges = false;
                 self.store.note_incomplete(format!(
                     "{path}: {size} bytes, larger than max-file-size; its content was not recorded"
                 ));
@@ -625,25 +734,30 @@ impl Session {
             Some(NodeKind::File(content)) => Some(*content),
             _ => None,
         };
-        let result = self.store.store_content(path, &data).and_then(|content| {
-            let op = match known {
-                // Read again without a change (e.g. a close after a read-write open).
-                Some(old) if old == content => return Ok(()),
-                Some(_) => Op::Write {
-                    path: path.clone(),
-                    content,
-                },
-                None => Op::Create {
-                    path: path.clone(),
-                    mode,
-                    content,
-                },
-            };
-            self.store
-                .record(t.max(dirty.since_ns), dirty.actor, op)
-                .map(drop)
-        });
+        let changed = dirty.changed.ranges();
+        let result = self
+            .store
+            .store_version(path, &data, changed)
+            .and_then(|content| {
+                let op = match known {
+                    // Read again without a change (e.g. a close after a read-write open).
+                    Some(old) if old == content => return Ok(()),
+                    Some(_) => Op::Write {
+                        path: path.clone(),
+                        content,
+                    },
+                    None => Op::Create {
+                        path: path.clone(),
+                        mode,
+                        content,
+                    },
+                };
+                self.store
+                    .record(t.max(dirty.since_ns), dirty.actor, op)
+                    .map(drop)
+            });
         if let Err(err) = result {
+            self.trust_ranges = false;
             tracing::warn!(%path, %err, "content not recorded");
             self.store
                 .note_incomplete(format!("{path}: content not recorded: {err}"));
@@ -673,5 +787,35 @@ fn exit_code(wait_status: i64) -> i32 {
     match status & 0x7f {
         0 => (status >> 8) & 0xff,
         signal => 128 + signal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Changed;
+
+    fn ranges(changed: &Changed) -> Option<Vec<(u64, u64)>> {
+        changed
+            .ranges()
+            .map(|rs| rs.iter().map(|r| (r.start, r.end)).collect())
+    }
+
+    #[test]
+    fn written_ranges_merge_and_give_up_when_unknown_or_too_many() {
+        let mut changed = Changed::Ranges(Vec::new());
+        changed.add(Some(100..200));
+        changed.add(Some(0..10));
+        changed.add(Some(200..250)); // adjacent: merged
+        changed.add(Some(5..120)); // bridges two
+        changed.add(Some(400..500));
+        assert_eq!(ranges(&changed), Some(vec![(0, 250), (400, 500)]));
+        changed.add(None);
+        assert_eq!(ranges(&changed), None);
+
+        let mut many = Changed::Ranges(Vec::new());
+        for i in 0..=Changed::MAX_RANGES as u64 {
+            many.add(Some(i * 10..i * 10 + 1));
+        }
+        assert_eq!(ranges(&many), None);
     }
 }

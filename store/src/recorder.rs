@@ -12,6 +12,7 @@
 //! writable again re-opens it at its last commit and records a `Gap` for them.
 
 use std::fs::OpenOptions;
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -176,6 +177,21 @@ impl Recorder {
     /// to put in a `Create`, `Write` or `Truncate` event. The previous
     /// version of `path`, if any, is the delta base.
     pub fn store_content(&mut self, path: &RecPath, data: &[u8]) -> Result<ContentRef> {
+        self.store_version(path, data, None)
+    }
+
+    /// [`Recorder::store_content`] for a version whose only writes since
+    /// the path's previous version are in `changed` (byte ranges), when the
+    /// caller knows them (`None`: unknown). Chunks of a large file that no
+    /// write touched are then taken over from the previous version, each
+    /// checked against its stored xxh3 first, instead of being cut and
+    /// hashed again.
+    pub fn store_version(
+        &mut self,
+        path: &RecPath,
+        data: &[u8],
+        changed: Option<&[Range<u64>]>,
+    ) -> Result<ContentRef> {
         self.ensure_writable()?;
         let prev = self.state.get(path).and_then(|n| n.content()).copied();
         self.ensure_txn()?;
@@ -194,7 +210,7 @@ impl Recorder {
                 },
                 recent,
             };
-            writer.store(data, prev.as_ref(), policy, stats)
+            writer.store(data, prev.as_ref(), changed, policy, stats)
         })();
         result.map_err(|fault| self.fault(fault))
     }

@@ -3,7 +3,8 @@
 mod support;
 
 use diffkeeper_store::{
-    Error, ExportOptions, Moment, NodeKind, Op, OpKind, Recording, TimeSpec, TimelineFilter,
+    Error, ExportOptions, Moment, NodeKind, Op, OpKind, Recorder, Recording, TimeSpec,
+    TimelineFilter,
 };
 use support::*;
 
@@ -405,4 +406,90 @@ fn restore_applies_the_state_at_a_moment_over_the_baseline_tree() {
     recording
         .resolve_within(&TimeSpec::Latest)
         .expect("latest is within");
+}
+
+/// Bytes that do not compress or repeat (xorshift), so every chunk is unique.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_version_with_known_writes_takes_over_the_untouched_chunks_and_reads_back_exactly() {
+    let (_dir, file) = temp_recording();
+    let mut rec = recorder(&file);
+    let path = p("/db");
+    let mut versions = Vec::new();
+    let mut store = |rec: &mut Recorder, data: &[u8], changed: Option<&[std::ops::Range<u64>]>| {
+        let before = rec.stats().reused_chunks;
+        let content = rec.store_version(&path, data, changed).unwrap();
+        let ms = 10 * (versions.len() as u64 + 1);
+        rec.record(
+            at(ms),
+            actor(7),
+            Op::Write {
+                path: path.clone(),
+                content,
+            },
+        )
+        .unwrap();
+        versions.push((ms, data.to_vec()));
+        rec.stats().reused_chunks - before
+    };
+
+    let v1 = noise(1 << 20, 1);
+    assert_eq!(store(&mut rec, &v1, None), 0);
+
+    // One page rewritten, and said so: all but the chunks around it are
+    // taken over.
+    let mut v2 = v1.clone();
+    v2[500_000..504_096].copy_from_slice(&noise(4096, 2));
+    let chunks = 1 << 20 >> 11; // ~2 KiB average
+    let reused = store(
+        &mut rec,
+        &v2,
+        Some(std::slice::from_ref(&(500_000..504_096))),
+    );
+    assert!(reused > chunks / 2, "{reused} of ~{chunks} chunks reused");
+
+    // A write nobody reported (a shared mapping, another cgroup) next to a
+    // reported one: the unreported bytes must still be recorded.
+    let mut v3 = v2.clone();
+    v3[100_000..100_016].copy_from_slice(b"unreported write");
+    v3[900_000..900_100].copy_from_slice(&noise(100, 3));
+    store(
+        &mut rec,
+        &v3,
+        Some(std::slice::from_ref(&(900_000..900_100))),
+    );
+
+    // Truncated, then grown past the old end.
+    let mut v4 = v3[..700_000].to_vec();
+    v4.extend(noise(400_000, 4));
+    store(
+        &mut rec,
+        &v4,
+        Some(std::slice::from_ref(&(700_000..u64::MAX))),
+    );
+
+    // Nothing changed at all, but a write was reported: same content.
+    store(&mut rec, &v4, Some(std::slice::from_ref(&(0..1))));
+    rec.finish(Some(0)).unwrap();
+
+    let recording = Recording::open(&file).unwrap();
+    for (ms, data) in &versions {
+        let moment = recording.moment(&format!("{ms}ms")).unwrap();
+        assert!(
+            recording.cat(&path, &moment).unwrap() == *data,
+            "version at {ms}ms differs"
+        );
+    }
+    assert!(recording.verify().unwrap().is_ok());
 }

@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::pieces::{PieceLoc, PieceSource, PieceWriter, MAX_PIECE_LEN};
+use std::ops::Range;
+
+use super::pieces::{check, PieceLoc, PieceSource, PieceWriter, MAX_PIECE_LEN};
 use super::{Fault, PieceId};
 use crate::format;
 
@@ -57,6 +59,72 @@ pub(crate) fn store_chunks(
         });
     }
     Ok(leaves)
+}
+
+/// Splits `data`, a new version of the file whose chunks were `old`, when
+/// every byte written since lies in `changed`; returns the chunk list and
+/// how many chunks of `old` it took over.
+///
+/// An old chunk no change touched is taken over as it is (no cutting,
+/// hashing, lookup or compression), after checking its bytes against its
+/// stored xxh3 (`check`): a write nobody reported (through a shared
+/// mapping, io_uring, or by a process outside the watched cgroup) shows up
+/// there and the chunk is cut anew. From a chunk that differs, the data is
+/// cut with FastCDC until a cut falls on the boundary of an old chunk that
+/// is still intact, where taking over resumes. Any bytes past the old
+/// chunks are cut anew.
+pub(crate) fn store_chunks_reusing(
+    pieces: &mut PieceWriter<'_, '_>,
+    data: &[u8],
+    old: &[Entry],
+    changed: &[Range<u64>],
+    written: &mut u64,
+) -> Result<(Vec<Entry>, u64), Fault> {
+    let size = data.len() as u64;
+    let starts: Vec<u64> = old
+        .iter()
+        .scan(0u64, |offset, e| {
+            let start = *offset;
+            *offset += e.len;
+            Some(start)
+        })
+        .collect();
+    let intact = |i: usize| {
+        let (start, end) = (starts[i], starts[i] + old[i].len);
+        end <= size
+            && !changed.iter().any(|r| r.start < end && start < r.end)
+            && check(&data[start as usize..end as usize]) == old[i].loc.check
+    };
+    let mut leaves = Vec::with_capacity(old.len());
+    let (mut offset, mut next_old, mut reused) = (0u64, 0usize, 0u64);
+    while offset < size {
+        if next_old < old.len() && starts[next_old] == offset && intact(next_old) {
+            leaves.push(old[next_old]);
+            offset += old[next_old].len;
+            next_old += 1;
+            reused += 1;
+            continue;
+        }
+        let rest = &data[offset as usize..];
+        for chunk in fastcdc::v2020::FastCDC::new(rest, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            let bytes = &rest[chunk.offset..chunk.offset + chunk.length];
+            let (piece, loc, new) = pieces.put(bytes)?;
+            *written += new;
+            leaves.push(Entry {
+                piece,
+                len: chunk.length as u64,
+                loc,
+            });
+            offset += chunk.length as u64;
+            while next_old < old.len() && starts[next_old] < offset {
+                next_old += 1;
+            }
+            if next_old < old.len() && starts[next_old] == offset && intact(next_old) {
+                break;
+            }
+        }
+    }
+    Ok((leaves, reused))
 }
 
 /// Builds the node tree over `leaves`; returns the root piece and height.

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,9 @@ pub struct EncodingStats {
     pub patches_zstd: u64,
     pub patches_bsdiff: u64,
     pub chunked: u64,
+    /// Chunks of chunked versions taken over from the previous version
+    /// without cutting, hashing or looking them up again.
+    pub reused_chunks: u64,
 }
 
 /// Write access to the content tables of one transaction.
@@ -130,11 +134,14 @@ impl RecentContent {
 
 impl ContentWriter<'_, '_> {
     /// Stores `data` as a version following `prev` (the path's previous
-    /// content, if known) and returns its reference.
+    /// content, if known) and returns its reference. `changed`, if known,
+    /// holds every byte range written since `prev` (see
+    /// [`chunking::store_chunks_reusing`]).
     pub(crate) fn store(
         &mut self,
         data: &[u8],
         prev: Option<&ContentRef>,
+        changed: Option<&[Range<u64>]>,
         policy: &EncodingPolicy,
         stats: &mut EncodingStats,
     ) -> Result<ContentRef, Fault> {
@@ -148,7 +155,7 @@ impl ContentWriter<'_, '_> {
             return Ok(cref);
         }
         let mut written = 0;
-        let record = self.encode(data, prev, policy, stats, &mut written)?;
+        let record = self.encode(data, prev, changed, policy, stats, &mut written)?;
         let record_bytes = format::to_bytes(&record);
         written += record_bytes.len() as u64;
         self.content.insert(&cref.id.0, record_bytes.as_slice())?;
@@ -163,6 +170,7 @@ impl ContentWriter<'_, '_> {
         &mut self,
         data: &[u8],
         prev: Option<&ContentRef>,
+        changed: Option<&[Range<u64>]>,
         policy: &EncodingPolicy,
         stats: &mut EncodingStats,
         written: &mut u64,
@@ -204,7 +212,27 @@ impl ContentWriter<'_, '_> {
         }
 
         if size >= policy.chunked_from {
-            let leaves = chunking::store_chunks(&mut self.pieces, data, written)?;
+            let old = match (&prev, changed) {
+                (Some((p, _)), Some(_)) => {
+                    self.pieces.flush()?;
+                    decode::leaves(&self.content, &self.pieces.reader(), &p.id)?
+                }
+                _ => None,
+            };
+            let leaves = match (old, changed) {
+                (Some(old), Some(changed)) => {
+                    let (leaves, reused) = chunking::store_chunks_reusing(
+                        &mut self.pieces,
+                        data,
+                        &old,
+                        changed,
+                        written,
+                    )?;
+                    stats.reused_chunks += reused;
+                    leaves
+                }
+                _ => chunking::store_chunks(&mut self.pieces, data, written)?,
+            };
             return self.chunked_record(size, leaves, stats, written);
         }
 
