@@ -66,8 +66,9 @@ enum Changed {
 }
 
 impl Changed {
-    /// Beyond this many separate ranges the file is simply read whole.
-    const MAX_RANGES: usize = 256;
+    /// Beyond this many separate ranges (a database checkpoint writes
+    /// thousands of pages; 16 bytes each) the file is simply re-cut whole.
+    const MAX_RANGES: usize = 1 << 16;
 
     fn add(&mut self, range: Option<Range<u64>>) {
         let Changed::Ranges(ranges) = self else {
@@ -77,16 +78,14 @@ impl Changed {
             *self = Changed::Unknown;
             return;
         };
-        // Sorted and disjoint: merge every range touching the new one.
-        ranges.retain(|r| {
-            let touches = r.start <= range.end && range.start <= r.end;
-            if touches {
-                range = r.start.min(range.start)..r.end.max(range.end);
-            }
-            !touches
-        });
-        let at = ranges.partition_point(|r| r.start < range.start);
-        ranges.insert(at, range);
+        // Sorted and disjoint: ranges[first..last] touch the new one.
+        let first = ranges.partition_point(|r| r.end < range.start);
+        let last = ranges.partition_point(|r| r.start <= range.end);
+        if first < last {
+            range.start = range.start.min(ranges[first].start);
+            range.end = range.end.max(ranges[last - 1].end);
+        }
+        ranges.splice(first..last, [range]);
         if ranges.len() > Self::MAX_RANGES {
             *self = Changed::Unknown;
         }

@@ -181,8 +181,9 @@ impl Recorder {
     }
 
     /// [`Recorder::store_content`] for a version whose only writes since
-    /// the path's previous version are in `changed` (byte ranges), when the
-    /// caller knows them (`None`: unknown). Chunks of a large file that no
+    /// the path's previous version are in `changed` (byte ranges, sorted
+    /// and disjoint; a list that is not is ignored), when the caller knows
+    /// them (`None`: unknown). Chunks of a large file that no
     /// write touched are then taken over from the previous version, each
     /// checked against its stored xxh3 first, instead of being cut and
     /// hashed again.
@@ -193,6 +194,7 @@ impl Recorder {
         changed: Option<&[Range<u64>]>,
     ) -> Result<ContentRef> {
         self.ensure_writable()?;
+        let changed = changed.filter(|c| c.windows(2).all(|w| w[0].end <= w[1].start));
         let prev = self.state.get(path).and_then(|n| n.content()).copied();
         self.ensure_txn()?;
         let txn = self.txn.as_ref().expect("transaction open");

@@ -47,23 +47,15 @@ pub(crate) fn store_chunks(
     data: &[u8],
     written: &mut u64,
 ) -> Result<Vec<Entry>, Fault> {
-    let mut leaves = Vec::with_capacity(data.len() / CHUNK_AVG as usize + 1);
-    for chunk in fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-        let bytes = &data[chunk.offset..chunk.offset + chunk.length];
-        let (piece, loc, new) = pieces.put(bytes)?;
-        *written += new;
-        leaves.push(Entry {
-            piece,
-            len: chunk.length as u64,
-            loc,
-        });
-    }
-    Ok(leaves)
+    let plan = cut(data, 0)
+        .map(|(start, end)| Leaf::New(start..end))
+        .collect();
+    store_plan(pieces, data, plan, written)
 }
 
 /// Splits `data`, a new version of the file whose chunks were `old`, when
-/// every byte written since lies in `changed`; returns the chunk list and
-/// how many chunks of `old` it took over.
+/// every byte written since lies in `changed` (sorted and disjoint);
+/// returns the chunk list and how many chunks of `old` it took over.
 ///
 /// An old chunk no change touched is taken over as it is (no cutting,
 /// hashing, lookup or compression), after checking its bytes against its
@@ -91,31 +83,25 @@ pub(crate) fn store_chunks_reusing(
         .collect();
     let intact = |i: usize| {
         let (start, end) = (starts[i], starts[i] + old[i].len);
-        end <= size
-            && !changed.iter().any(|r| r.start < end && start < r.end)
-            && check(&data[start as usize..end as usize]) == old[i].loc.check
+        // `changed` is sorted and disjoint: the first range ending after
+        // `start` is the only one that can overlap.
+        let first = changed.partition_point(|r| r.end <= start);
+        let touched = changed.get(first).is_some_and(|r| r.start < end);
+        end <= size && !touched && check(&data[start as usize..end as usize]) == old[i].loc.check
     };
-    let mut leaves = Vec::with_capacity(old.len());
+    let mut plan = Vec::with_capacity(old.len());
     let (mut offset, mut next_old, mut reused) = (0u64, 0usize, 0u64);
     while offset < size {
         if next_old < old.len() && starts[next_old] == offset && intact(next_old) {
-            leaves.push(old[next_old]);
+            plan.push(Leaf::Old(old[next_old]));
             offset += old[next_old].len;
             next_old += 1;
             reused += 1;
             continue;
         }
-        let rest = &data[offset as usize..];
-        for chunk in fastcdc::v2020::FastCDC::new(rest, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-            let bytes = &rest[chunk.offset..chunk.offset + chunk.length];
-            let (piece, loc, new) = pieces.put(bytes)?;
-            *written += new;
-            leaves.push(Entry {
-                piece,
-                len: chunk.length as u64,
-                loc,
-            });
-            offset += chunk.length as u64;
+        for (start, end) in cut(data, offset as usize) {
+            plan.push(Leaf::New(start..end));
+            offset = end as u64;
             while next_old < old.len() && starts[next_old] < offset {
                 next_old += 1;
             }
@@ -124,7 +110,69 @@ pub(crate) fn store_chunks_reusing(
             }
         }
     }
-    Ok((leaves, reused))
+    Ok((store_plan(pieces, data, plan, written)?, reused))
+}
+
+/// A chunk of a new version: taken over, or these bytes of it to store.
+enum Leaf {
+    Old(Entry),
+    New(Range<usize>),
+}
+
+/// FastCDC cuts of `data` from `from` on, as (start, end) offsets.
+fn cut(data: &[u8], from: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    fastcdc::v2020::FastCDC::new(&data[from..], CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+        .map(move |c| (from + c.offset, from + c.offset + c.length))
+}
+
+/// Stores the new chunks of `plan` (a few MiB at a time, so their
+/// compressed copies never add up to a whole large file) and returns the
+/// chunk list.
+fn store_plan(
+    pieces: &mut PieceWriter<'_, '_>,
+    data: &[u8],
+    plan: Vec<Leaf>,
+    written: &mut u64,
+) -> Result<Vec<Entry>, Fault> {
+    const BATCH_BYTES: usize = 8 << 20;
+    let new: Vec<&[u8]> = plan
+        .iter()
+        .filter_map(|leaf| match leaf {
+            Leaf::New(range) => Some(&data[range.clone()]),
+            Leaf::Old(_) => None,
+        })
+        .collect();
+    let mut stored = Vec::with_capacity(new.len());
+    let mut rest = &new[..];
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|chunk| {
+                bytes += chunk.len();
+                bytes <= BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        stored.extend(pieces.put_many(&rest[..n])?);
+        rest = &rest[n..];
+    }
+    let mut stored = stored.into_iter();
+    Ok(plan
+        .into_iter()
+        .map(|leaf| match leaf {
+            Leaf::Old(entry) => entry,
+            Leaf::New(range) => {
+                let (piece, loc, new) = stored.next().expect("one stored piece per new chunk");
+                *written += new;
+                Entry {
+                    piece,
+                    len: range.len() as u64,
+                    loc,
+                }
+            }
+        })
+        .collect())
 }
 
 /// Builds the node tree over `leaves`; returns the root piece and height.
