@@ -499,7 +499,7 @@ fn repeated_chunks_within_one_version_are_stored_once_and_read_back() {
     let (_dir, file) = temp_recording();
     let mut rec = recorder(&file);
     // 64 identical 16 KiB blocks of noise: FastCDC cuts them alike, so one
-    // batch of new chunks holds the same piece many times.
+    // version holds the same new chunk many times.
     let block = noise(16 << 10, 9);
     let data: Vec<u8> = block
         .iter()

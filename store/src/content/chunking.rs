@@ -125,54 +125,27 @@ fn cut(data: &[u8], from: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         .map(move |c| (from + c.offset, from + c.offset + c.length))
 }
 
-/// Stores the new chunks of `plan` (a few MiB at a time, so their
-/// compressed copies never add up to a whole large file) and returns the
-/// chunk list.
+/// Stores the new chunks of `plan` and returns the chunk list.
 fn store_plan(
     pieces: &mut PieceWriter<'_, '_>,
     data: &[u8],
     plan: Vec<Leaf>,
     written: &mut u64,
 ) -> Result<Vec<Entry>, Fault> {
-    const BATCH_BYTES: usize = 8 << 20;
-    let new: Vec<&[u8]> = plan
-        .iter()
-        .filter_map(|leaf| match leaf {
-            Leaf::New(range) => Some(&data[range.clone()]),
-            Leaf::Old(_) => None,
-        })
-        .collect();
-    let mut stored = Vec::with_capacity(new.len());
-    let mut rest = &new[..];
-    while !rest.is_empty() {
-        let mut bytes = 0;
-        let n = rest
-            .iter()
-            .take_while(|chunk| {
-                bytes += chunk.len();
-                bytes <= BATCH_BYTES
-            })
-            .count()
-            .max(1);
-        stored.extend(pieces.put_many(&rest[..n])?);
-        rest = &rest[n..];
-    }
-    let mut stored = stored.into_iter();
-    Ok(plan
-        .into_iter()
+    plan.into_iter()
         .map(|leaf| match leaf {
-            Leaf::Old(entry) => entry,
+            Leaf::Old(entry) => Ok(entry),
             Leaf::New(range) => {
-                let (piece, loc, new) = stored.next().expect("one stored piece per new chunk");
+                let (piece, loc, new) = pieces.put(&data[range.clone()])?;
                 *written += new;
-                Entry {
+                Ok(Entry {
                     piece,
                     len: range.len() as u64,
                     loc,
-                }
+                })
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Builds the node tree over `leaves`; returns the root piece and height.

@@ -7,9 +7,6 @@
 //! maps a piece id to its place in a pack. The pack being filled lives in
 //! memory and is written (rewritten, while it grows) before every commit.
 
-use std::collections::{hash_map, HashMap};
-
-use rayon::prelude::*;
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
@@ -73,47 +70,6 @@ impl PieceWriter<'_, '_> {
         let (codec, payload) = encode(data);
         let loc = self.put_encoded(id, codec, &payload, check(data))?;
         Ok((id, loc, payload.len() as u64))
-    }
-
-    /// [`PieceWriter::put`] for many pieces at once: they are hashed, and
-    /// the new ones compressed, on all cores (a large version's chunks are
-    /// most of a recorder's work); lookups and writes stay in order.
-    pub(crate) fn put_many(
-        &mut self,
-        pieces: &[&[u8]],
-    ) -> Result<Vec<(PieceId, PieceLoc, u64)>, Fault> {
-        let ids: Vec<PieceId> = pieces.par_iter().map(|p| PieceId(hash(p))).collect();
-        // Each id's place once stored; `fresh` holds the first occurrence
-        // of each id not stored yet.
-        let mut stored: HashMap<PieceId, Option<PieceLoc>> = HashMap::with_capacity(ids.len());
-        let mut fresh = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if let hash_map::Entry::Vacant(slot) = stored.entry(*id) {
-                let loc = self.reader().find(id)?;
-                if loc.is_none() {
-                    fresh.push(i);
-                }
-                slot.insert(loc);
-            }
-        }
-        let encoded: Vec<(Codec, Vec<u8>, u64)> = fresh
-            .par_iter()
-            .map(|&i| {
-                let (codec, payload) = encode(pieces[i]);
-                (codec, payload, check(pieces[i]))
-            })
-            .collect();
-        let mut new_bytes = vec![0; ids.len()];
-        for (&i, (codec, payload, check)) in fresh.iter().zip(encoded) {
-            let loc = self.put_encoded(ids[i], codec, &payload, check)?;
-            stored.insert(ids[i], Some(loc));
-            new_bytes[i] = payload.len() as u64;
-        }
-        Ok(ids
-            .iter()
-            .zip(new_bytes)
-            .map(|(id, new)| (*id, stored[id].expect("every piece is stored now"), new))
-            .collect())
     }
 
     /// Stores already-encoded bytes under `id` (which must be new);
