@@ -8,12 +8,11 @@
 //! and compressed, a fast sqlite3 filled the ring and lost events.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diffkeeper_probe::{Record, Source};
 use diffkeeper_store::monotonic_now_ns;
-use std::sync::Arc;
-
 use tokio::sync::mpsc::{self, Receiver, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
