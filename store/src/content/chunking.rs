@@ -7,7 +7,9 @@
 //! id has its low bits clear ends a node), so a version that changes a few
 //! pages rewrites a few leaves, the nodes above them, and nothing else: a
 //! 256 MiB file with 64 changed pages costs ~64 chunks and ~2×64 small nodes,
-//! and reading any version needs no patch chain.
+//! and reading any version needs no patch chain. When the written ranges
+//! are known, the untouched chunks are not even cut again
+//! ([`store_chunks_reusing`]).
 
 use serde::{Deserialize, Serialize};
 
