@@ -53,6 +53,7 @@ pub async fn run(
     // bounds the records they hold.
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Semaphore::new(BACKLOG));
+    let speed = session.store().speed_switch();
     let store = {
         let backlog = Arc::clone(&backlog);
         tokio::task::spawn_blocking(move || handle_all(session, rx, &backlog))
@@ -81,6 +82,9 @@ pub async fn run(
         };
         forward(&tx, input);
     }
+    // From here on the recording's end is waited for: whatever is being
+    // stored now, and the rest, is compressed for speed.
+    speed.prefer_speed();
     while let Some(record) = watch.try_next() {
         forward(
             &tx,

@@ -24,7 +24,9 @@ mod state;
 mod time;
 mod verify;
 
-pub use content::{content_id, ContentId, ContentRef, EncodingPolicy, EncodingStats, PatchEngine};
+pub use content::{
+    content_id, ContentId, ContentRef, EncodingPolicy, EncodingStats, PatchEngine, SpeedSwitch,
+};
 pub use error::{Error, Result};
 pub use event::{lost_events, Actor, Event, Op, OpKind};
 pub use export::{ExportOptions, ExportProgress, ExportReport, RestoreReport};

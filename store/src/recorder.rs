@@ -21,7 +21,7 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::content::{
     ContentRef, ContentWriter, EncodingPolicy, EncodingStats, Fault, OpenPack, PieceWriter,
-    RecentContent,
+    RecentContent, SpeedSwitch,
 };
 use crate::error::{Error, Result};
 use crate::event::{lost_events, Actor, Event, Op};
@@ -68,6 +68,7 @@ pub struct Recorder {
     /// Pieces are packed; this is the pack being filled (see `content`).
     open_pack: OpenPack,
     recent: RecentContent,
+    speed: SpeedSwitch,
     failure: Option<Failure>,
 }
 
@@ -129,6 +130,7 @@ impl Recorder {
             stats: EncodingStats::default(),
             open_pack: OpenPack::default(),
             recent: RecentContent::default(),
+            speed: SpeedSwitch::default(),
             failure: None,
         };
         let meta_json = serde_json::to_vec(meta).expect("metadata serialises to JSON");
@@ -173,6 +175,13 @@ impl Recorder {
         self.next_seq
     }
 
+    /// A switch to make this recorder compress for speed rather than size
+    /// from its next piece on, from any thread: for what is left to store
+    /// once the workload is gone and the recording's end is waited for.
+    pub fn speed_switch(&self) -> SpeedSwitch {
+        self.speed.clone()
+    }
+
     /// Stores `data` as the next version of `path` and returns the reference
     /// to put in a `Create`, `Write` or `Truncate` event. The previous
     /// version of `path`, if any, is the delta base.
@@ -209,6 +218,7 @@ impl Recorder {
                     index: txn.open_table(PIECES).map_err(table_fault)?,
                     packs: txn.open_table(PACKS).map_err(table_fault)?,
                     open: open_pack,
+                    speed: &self.speed,
                 },
                 recent,
             };

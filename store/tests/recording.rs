@@ -519,3 +519,31 @@ fn repeated_chunks_within_one_version_are_stored_once_and_read_back() {
     assert!(recording.cat(&p("/blocks"), &moment).unwrap() == data);
     assert!(recording.verify().unwrap().is_ok());
 }
+
+#[test]
+fn the_speed_switch_compresses_faster_and_reads_back_the_same() {
+    let text: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("{i:08} worker={} state=ok\n", i % 7).into_bytes())
+        .collect();
+    let mut stored = Vec::new();
+    for fast in [false, true] {
+        let (_dir, file) = temp_recording();
+        let mut rec = recorder(&file);
+        if fast {
+            // From another thread, as the recorder's driver flips it.
+            let switch = rec.speed_switch();
+            std::thread::spawn(move || switch.prefer_speed())
+                .join()
+                .unwrap();
+        }
+        write(&mut rec, 1, "/log", &text);
+        stored.push(rec.stats().bytes_stored);
+        rec.finish(Some(0)).unwrap();
+        let recording = Recording::open(&file).unwrap();
+        let moment = recording.moment("latest").unwrap();
+        assert!(recording.cat(&p("/log"), &moment).unwrap() == text);
+        assert!(recording.verify().unwrap().is_ok());
+    }
+    // zstd -1 compresses text less than zstd 3: the switch took effect.
+    assert!(stored[1] > stored[0], "{stored:?}");
+}

@@ -236,7 +236,7 @@ impl ContentWriter<'_, '_> {
             return self.chunked_record(size, leaves, stats, written);
         }
 
-        let (codec, whole) = pieces::encode(data);
+        let (codec, whole) = pieces::encode(data, self.pieces.speed.effort());
         if let Some((p, base)) = &prev {
             let read_work = (u64::from(base.chain) + 1) * size.max(p.size);
             let patchable = base.chain < policy.max_patch_chain

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use decode::ContentReader;
 pub(crate) use encode::{ContentWriter, RecentContent};
 pub use encode::{EncodingPolicy, EncodingStats};
+pub use pieces::SpeedSwitch;
 pub(crate) use pieces::{OpenPack, PieceWriter};
 
 /// blake3 of a file's full content.
