@@ -147,7 +147,8 @@ enum Touch {
     Bytes(Range<u64>),
     /// Possibly anything (an mmap, a truncating open, a fallback's event).
     Unknown,
-    /// Nothing by itself (a close, an fsync, an open that does not truncate).
+    /// Nothing by itself (a close, an fsync, an exec, an open that does not
+    /// truncate).
     Nothing,
 }
 
@@ -377,7 +378,7 @@ impl Session {
             }
             ProbeOp::Msync => {
                 if let Some(path) = self.mappings.get(&(ev.pid, ev.offset)).cloned() {
-                    self.mark_due(path, t, actor());
+                    self.mark_due(path, t, actor(), Touch::Unknown);
                 }
             }
             ProbeOp::Close | ProbeOp::Fsync => {
@@ -386,7 +387,7 @@ impl Session {
                     // Only opened (created or truncated) so far: read after
                     // the next write, or at the debounce (`Dirty::written`).
                     Some(dirty) if !dirty.written => dirty.close_pending = true,
-                    _ => self.mark_due(path, t, actor()),
+                    _ => self.mark_due(path, t, actor(), Touch::Nothing),
                 }
             }
             ProbeOp::Rename => self.on_rename(&ev, path, t, actor()),
@@ -466,7 +467,7 @@ impl Session {
             }
             ProbeOp::Exec => {
                 if let Some(path) = path.filter(|p| self.dirty.contains_key(p)) {
-                    self.mark_due(path, t, actor());
+                    self.mark_due(path, t, actor(), Touch::Nothing);
                 }
                 let exe = ev.path.as_os_str().as_bytes().to_vec();
                 self.later.push((t, actor(), Op::Exec { path: exe }));
@@ -480,7 +481,7 @@ impl Session {
                     .map(|(_, path)| path)
                     .collect();
                 for path in unmapped {
-                    self.mark_due(path, t, actor());
+                    self.mark_due(path, t, actor(), Touch::Unknown);
                 }
                 let code = exit_code(ev.ret);
                 self.later.push((t, actor(), Op::Exit { code }));
@@ -609,7 +610,10 @@ impl Session {
             return; // the common case: another write to a dirty file
         }
         let changed = match touch {
-            _ if !self.trust_ranges => Changed::Unknown,
+            // Stores through a live shared mapping are not seen.
+            _ if !self.trust_ranges || self.mappings.values().any(|p| p == &path) => {
+                Changed::Unknown
+            }
             Touch::Bytes(range) => Changed::Ranges(vec![range]),
             Touch::Unknown => Changed::Unknown,
             Touch::Nothing => Changed::Ranges(Vec::new()),
@@ -645,8 +649,8 @@ impl Session {
     }
 
     /// A moment to read `path`'s content: marks it for the next `flush_due`.
-    fn mark_due(&mut self, path: RecPath, t: u64, actor: Actor) {
-        self.insert_dirty(path.clone(), t, actor, true, Touch::Nothing);
+    fn mark_due(&mut self, path: RecPath, t: u64, actor: Actor, touch: Touch) {
+        self.insert_dirty(path.clone(), t, actor, true, touch);
         if let Some(dirty) = self.dirty.get_mut(&path) {
             dirty.due_ns = Some(t);
             self.maybe_due = true;
