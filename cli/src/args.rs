@@ -225,7 +225,7 @@ pub struct RecordArgs {
     #[arg(long, default_value = "auto", value_parser = str::parse::<CaptureBackend>)]
     pub backend: CaptureBackend,
     /// Bytes of the eBPF ring buffer between the kernel and the recorder
-    /// (a power of two, at least a page): raise it if a recording shows
+    /// (a power of two from 64Ki to 1Gi): raise it if a recording shows
     /// gaps.
     #[arg(long, default_value = "8Mi", value_parser = diffkeeper_runtime_config::parse_ring_buffer_size)]
     pub ring_buffer: u64,

@@ -138,7 +138,8 @@ pub struct Session {
     /// Every write since a path's recorded version is in its `Changed`
     /// ranges. False for the rest of the recording once that may not hold:
     /// events were lost, or a read recorded nothing (the next version's
-    /// base is then older than the ranges).
+    /// base is then older than the ranges). Checked where a `Dirty` is
+    /// made; a loss also makes every existing one `Unknown` (which stays).
     trust_ranges: bool,
 }
 
@@ -335,9 +336,8 @@ impl Session {
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate
         ) && ev.path_flags == PathFlags::default()
         {
-            let range = self.trusted(ev.changed_range());
             if let Some(dirty) = self.dirty.get_mut(ev.path.as_os_str().as_bytes()) {
-                dirty.changed.add(range);
+                dirty.changed.add(ev.changed_range());
                 self.maybe_due |= dirty.written_at(ev.ts_ns);
                 return;
             }
@@ -364,8 +364,7 @@ impl Session {
             }
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
                 if let Some(path) = path {
-                    let range = self.trusted(ev.changed_range());
-                    self.mark_written(path, t, actor(), range);
+                    self.mark_written(path, t, actor(), ev.changed_range());
                 }
             }
             ProbeOp::Mmap => {
@@ -589,11 +588,6 @@ impl Session {
             Touch::Nothing
         };
         self.insert_dirty(path, t, actor, false, touch);
-    }
-
-    /// A range an event reported, if ranges are still trusted.
-    fn trusted(&self, range: Option<Range<u64>>) -> Option<Range<u64>> {
-        range.filter(|_| self.trust_ranges)
     }
 
     fn insert_dirty(&mut self, path: RecPath, t: u64, actor: Actor, written: bool, touch: Touch) {

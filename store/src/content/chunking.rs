@@ -11,9 +11,9 @@
 //! are known, the untouched chunks are not even cut again
 //! ([`store_chunks_reusing`]).
 
-use serde::{Deserialize, Serialize};
-
 use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
 
 use super::pieces::{check, PieceLoc, PieceSource, PieceWriter, MAX_PIECE_LEN};
 use super::{Fault, PieceId};

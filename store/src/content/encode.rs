@@ -212,15 +212,17 @@ impl ContentWriter<'_, '_> {
         }
 
         if size >= policy.chunked_from {
+            // The previous version's chunks, when the writes since are known.
             let old = match (&prev, changed) {
-                (Some((p, _)), Some(_)) => {
+                (Some((p, _)), Some(changed)) => {
                     self.pieces.flush()?;
                     decode::leaves(&self.content, &self.pieces.reader(), &p.id)?
+                        .map(|old| (old, changed))
                 }
                 _ => None,
             };
-            let leaves = match (old, changed) {
-                (Some(old), Some(changed)) => {
+            let leaves = match old {
+                Some((old, changed)) => {
                     let (leaves, reused) = chunking::store_chunks_reusing(
                         &mut self.pieces,
                         data,
@@ -231,12 +233,12 @@ impl ContentWriter<'_, '_> {
                     stats.reused_chunks += reused;
                     leaves
                 }
-                _ => chunking::store_chunks(&mut self.pieces, data, written)?,
+                None => chunking::store_chunks(&mut self.pieces, data, written)?,
             };
             return self.chunked_record(size, leaves, stats, written);
         }
 
-        let (codec, whole) = pieces::encode(data, self.pieces.speed.effort());
+        let (codec, whole) = pieces::encode(data, self.pieces.speed.zstd_level());
         if let Some((p, base)) = &prev {
             let read_work = (u64::from(base.chain) + 1) * size.max(p.size);
             let patchable = base.chain < policy.max_patch_chain

@@ -30,35 +30,18 @@ impl SpeedSwitch {
         self.0.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn effort(&self) -> Effort {
+    /// zstd level 3, the size/speed balance measured in
+    /// docs/recording-format.md; -1 once flipped (~2.4× faster on 2 KiB
+    /// chunks, ~15% larger).
+    pub(crate) fn zstd_level(&self) -> i32 {
         if self.0.load(Ordering::Relaxed) {
-            Effort::Fast
+            -1
         } else {
-            Effort::Balanced
+            3
         }
     }
 }
 
-/// How hard pieces are compressed.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Effort {
-    /// zstd level 3: the size/speed balance measured in
-    /// docs/recording-format.md.
-    #[default]
-    Balanced,
-    /// zstd level -1 (~2.4× faster on 2 KiB chunks, ~15% larger), once
-    /// someone waits for the recording to end.
-    Fast,
-}
-
-impl Effort {
-    fn zstd_level(self) -> i32 {
-        match self {
-            Effort::Balanced => 3,
-            Effort::Fast => -1,
-        }
-    }
-}
 /// 128 KiB less room for redb's page header and the key, so a full pack
 /// occupies exactly 32 pages. A larger piece gets a pack of its own.
 pub(crate) const PACK_TARGET: usize = (128 << 10) - 512;
@@ -110,7 +93,7 @@ impl PieceWriter<'_, '_> {
         if let Some(loc) = self.reader().find(&id)? {
             return Ok((id, loc, 0));
         }
-        let (codec, payload) = encode(data, self.speed.effort());
+        let (codec, payload) = encode(data, self.speed.zstd_level());
         let loc = self.put_encoded(id, codec, &payload, check(data))?;
         Ok((id, loc, payload.len() as u64))
     }
@@ -171,24 +154,26 @@ pub(crate) fn check(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
 
-/// The codec and payload a piece is stored as: zstd only when smaller.
-pub(crate) fn encode(data: &[u8], effort: Effort) -> (Codec, Vec<u8>) {
+/// The codec and payload a piece is stored as: zstd at `level`, only
+/// when smaller.
+pub(crate) fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
     thread_local! {
-        // Creating a zstd context per piece cost more than compressing it.
-        static COMPRESSOR: std::cell::RefCell<Option<(Effort, zstd::bulk::Compressor<'static>)>> =
-            std::cell::RefCell::new(
-                zstd::bulk::Compressor::new(Effort::default().zstd_level())
-                    .ok()
-                    .map(|c| (Effort::default(), c)),
-            );
+        // Creating a zstd context per piece cost more than compressing it;
+        // it is kept with the level it is set to.
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
     }
     if data.len() >= COMPRESS_FROM {
         let compressed = COMPRESSOR.with_borrow_mut(|slot| {
-            let (current, compressor) = slot.as_mut()?;
-            if *current != effort {
-                compressor.set_compression_level(effort.zstd_level()).ok()?;
-                *current = effort;
+            match slot {
+                Some((current, compressor)) if *current != level => {
+                    compressor.set_compression_level(level).ok()?;
+                    *current = level;
+                }
+                Some(_) => {}
+                None => *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?)),
             }
+            let (_, compressor) = slot.as_mut()?;
             compressor.compress(data).ok()
         });
         if let Some(compressed) = compressed.filter(|c| c.len() < data.len()) {
