@@ -122,7 +122,8 @@ pub struct Session {
     options: SessionOptions,
     started: bool,
     dirty: HashMap<RecPath, Dirty>,
-    /// Shared writable mappings by (pid, address), for `msync`.
+    /// Shared writable mappings by (pid, address), for `msync`, under
+    /// their file's current name (see `follow_mappings`).
     mappings: HashMap<(u32, u64), RecPath>,
     /// Exec and exit events held back until the reads reported before them
     /// are done (see `flush_due`): process churn must not force a read.
@@ -397,6 +398,7 @@ impl Session {
                     } else {
                         self.dirty.retain(|p, _| p != &path && !p.is_within(&path));
                     }
+                    self.follow_mappings(&path, None, false);
                     let op = if ev.op == ProbeOp::Unlink {
                         Op::Unlink { path }
                     } else {
@@ -468,20 +470,12 @@ impl Session {
                 if let Some(path) = path.filter(|p| self.dirty.contains_key(p)) {
                     self.mark_due(path, t, actor(), Touch::Nothing);
                 }
+                self.address_space_gone(ev.pid, t, actor());
                 let exe = ev.path.as_os_str().as_bytes().to_vec();
                 self.later.push((t, actor(), Op::Exec { path: exe }));
             }
             ProbeOp::Exit => {
-                // Its mappings are gone with it (munmap is not traced): what
-                // it stored through them is final now, so read it.
-                let unmapped: Vec<RecPath> = self
-                    .mappings
-                    .extract_if(|(pid, _), _| *pid == ev.pid)
-                    .map(|(_, path)| path)
-                    .collect();
-                for path in unmapped {
-                    self.mark_due(path, t, actor(), Touch::Unknown);
-                }
+                self.address_space_gone(ev.pid, t, actor());
                 let code = exit_code(ev.ret);
                 self.later.push((t, actor(), Op::Exit { code }));
             }
@@ -493,7 +487,14 @@ impl Session {
             .path2
             .as_deref()
             .and_then(|p| self.path_of(p, ev.path2_flags));
-        if ev.op_flags & RENAME_EXCHANGE != 0 {
+        let exchange = ev.op_flags & RENAME_EXCHANGE != 0;
+        match (&from, &to) {
+            (Some(from), to) => self.follow_mappings(from, to.as_ref(), exchange),
+            // Moved in from outside (or swapped out): `to`'s file left.
+            (None, Some(to)) => self.follow_mappings(to, None, false),
+            (None, None) => {}
+        }
+        if exchange {
             // The store has no swap: record both names' new content.
             for path in [from, to].into_iter().flatten() {
                 self.mark_dirty(path.clone(), t, actor.clone());
@@ -544,6 +545,43 @@ impl Session {
             }
             (None, None) => {}
         }
+    }
+
+    /// `pid`'s address space is gone (exit, exec; munmap is not traced):
+    /// what it stored through its shared mappings is final now, so read it.
+    fn address_space_gone(&mut self, pid: u32, t: u64, actor: Actor) {
+        let unmapped: Vec<RecPath> = self
+            .mappings
+            .extract_if(|(mapper, _), _| *mapper == pid)
+            .map(|(_, path)| path)
+            .collect();
+        for path in unmapped {
+            self.mark_due(path, t, actor.clone(), Touch::Unknown);
+        }
+    }
+
+    /// Keeps each shared mapping under its file's name after `from` was
+    /// renamed to `to` (`exchange`: the two names swapped). A mapping whose
+    /// file lost its name (`from` removed or moved out of what is recorded,
+    /// `to` replaced) is forgotten: stores through it change a file no
+    /// recorded path shows, and reading its old name at the mapper's exit
+    /// would find nothing there, or another file.
+    fn follow_mappings(&mut self, from: &RecPath, to: Option<&RecPath>, exchange: bool) {
+        let under = |path: &RecPath, name: &RecPath| path == name || path.is_within(name);
+        self.mappings.retain(|_, path| {
+            if under(path, from) {
+                let Some(to) = to else { return false };
+                *path = path.rebased(from, to);
+                true
+            } else if let Some(to) = to.filter(|to| under(path, to)) {
+                if exchange {
+                    *path = path.rebased(to, from);
+                }
+                exchange
+            } else {
+                true
+            }
+        });
     }
 
     /// A probe path as a recorded path, or `None` if it is not recorded.

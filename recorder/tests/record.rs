@@ -1,6 +1,7 @@
 //! A real process in a real cgroup under the real probe, recorded into a
 //! real store: the recording must hold exactly what the process did.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -272,4 +273,109 @@ async fn a_file_renamed_before_it_was_read_is_read_under_its_new_name() {
     assert_eq!(recording.cat(&p("final"), &latest).unwrap(), b"two\n");
     let state = recording.state_at(&latest).unwrap().state;
     assert!(state.get(&p("state")).is_none());
+}
+
+/// An event as the probe reports it, for the sequences a test replays.
+fn event(op: Op, pid: u32, path: &Path) -> Event {
+    Event {
+        ts_ns: monotonic_now_ns(),
+        cgroup_id: 0,
+        pid,
+        tid: pid,
+        ns_pid: pid,
+        ns_tid: pid,
+        comm: b"ld".to_vec(),
+        op,
+        path: path.to_path_buf(),
+        path_flags: Default::default(),
+        path2: None,
+        path2_flags: Default::default(),
+        fd: 3,
+        mode: 0o644,
+        op_flags: 0,
+        offset: 0,
+        len: 0,
+        uid: None,
+        gid: None,
+        ret: 0,
+        syscall_nr: None,
+    }
+}
+
+/// A linker's output (rust-lld's, seen recording `cargo build`): a temp
+/// file created, sized and mapped shared, then either removed at once or
+/// renamed to the output while still mapped, the last stores landing
+/// after the rename. munmap is not traced, so the mapper's exit is when the
+/// file is read: it must be read under its new name, and a removed temp
+/// file must leave no "gone" note behind. The same holds at an exec, which
+/// drops the address space too.
+#[test]
+fn a_mapped_file_is_read_under_its_current_name_when_its_mapper_exits() {
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let work_path = work.path().canonicalize().unwrap();
+    let file = out.path().join("rec.redb");
+    let meta = RecordingMeta {
+        started_unix_ns: unix_now_ns(),
+        mono_base_ns: monotonic_now_ns(),
+        ..Default::default()
+    };
+    let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
+    let options = SessionOptions {
+        filter: PathFilter::new(&[format!("{}/**", work_path.display())], &[]).unwrap(),
+        max_file_size: 1 << 20,
+        debounce: Duration::from_secs(60),
+        wait_for_exec: false,
+    };
+    let mut session = Session::new(store, RootView::open(Path::new("/")).unwrap(), options);
+    let (discarded, temp, output, other) = (
+        work_path.join("out.tmp1"),
+        work_path.join("out.tmp2"),
+        work_path.join("out"),
+        work_path.join("other"),
+    );
+    let mapped = |session: &mut Session, pid: u32, path: &Path, address: u64| {
+        for op in [Op::Open, Op::Truncate, Op::Mmap] {
+            let mut ev = event(op, pid, path);
+            if op == Op::Open {
+                ev.op_flags = (libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
+            }
+            ev.offset = address;
+            session.handle(Record::Event(ev));
+        }
+    };
+
+    std::fs::write(&discarded, [0u8; 64]).unwrap();
+    mapped(&mut session, 10, &discarded, 0x1000);
+    session.handle(Record::Event(event(Op::Close, 10, &discarded)));
+    session.flush_due();
+    std::fs::remove_file(&discarded).unwrap();
+    session.handle(Record::Event(event(Op::Unlink, 10, &discarded)));
+
+    std::fs::write(&temp, "v1").unwrap();
+    mapped(&mut session, 10, &temp, 0x2000);
+    std::fs::rename(&temp, &output).unwrap();
+    let mut rename = event(Op::Rename, 10, &temp);
+    rename.path2 = Some(output.clone());
+    session.handle(Record::Event(rename));
+    std::fs::write(&output, "v2").unwrap();
+    session.handle(Record::Event(event(Op::Exit, 10, Path::new(""))));
+
+    std::fs::write(&other, "o1").unwrap();
+    mapped(&mut session, 11, &other, 0x1000);
+    session.flush_due();
+    std::fs::write(&other, "o2").unwrap();
+    session.handle(Record::Event(event(Op::Exec, 11, Path::new("/bin/true"))));
+    session.flush_due();
+    std::fs::write(&other, "o3, after the exec: not through the mapping").unwrap();
+
+    let finished = session.finish(monotonic_now_ns(), Some(0)).unwrap();
+    assert!(finished.incomplete.is_empty(), "{:?}", finished.incomplete);
+    let recording = Recording::open(&file).unwrap();
+    let p = |path: &Path| RecPath::new(path.as_os_str().as_bytes()).unwrap();
+    let latest = Moment::latest();
+    assert_eq!(recording.cat(&p(&output), &latest).unwrap(), b"v2");
+    assert_eq!(recording.cat(&p(&other), &latest).unwrap(), b"o2");
+    let state = recording.state_at(&latest).unwrap().state;
+    assert!(state.get(&p(&discarded)).is_none() && state.get(&p(&temp)).is_none());
 }
