@@ -121,13 +121,16 @@ impl FanotifyWatch {
         if event.mask & libc::FAN_RENAME != 0 {
             let from = event.old.as_ref().and_then(|(d, n)| self.path_of(d, n));
             let to = event.new.as_ref().and_then(|(d, n)| self.path_of(d, n));
+            let fd = self.fd.get_ref();
             match (from, to) {
-                (Some(from), Some(to)) => self.tree.renamed(from, to, is_dir),
+                (Some(from), Some(to)) => {
+                    self.tree
+                        .renamed(from, to, is_dir, &mut |dir| mark(fd, dir));
+                }
                 // Marks on a directory moved out stay, but its id no longer
                 // names a path of ours, so it reports nothing.
                 (Some(from), None) => drop(self.tree.moved_out(from, is_dir)),
                 (None, Some(to)) => {
-                    let fd = self.fd.get_ref();
                     self.tree.created(to, is_dir, &mut |dir| mark(fd, dir));
                 }
                 (None, None) => {}

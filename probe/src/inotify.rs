@@ -106,7 +106,8 @@ impl InotifyWatch {
         let is_dir = flags.contains(ReadFlags::ISDIR);
         if let Some((from_cookie, from, from_dir)) = self.moved_from.take() {
             if flags.contains(ReadFlags::MOVED_TO) && from_cookie == cookie {
-                self.tree.renamed(from, path, from_dir);
+                self.tree
+                    .renamed(from, path, from_dir, &mut marker(self.fd.get_ref()));
                 return;
             }
             self.moved_out(from, from_dir);

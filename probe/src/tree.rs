@@ -84,6 +84,10 @@ pub(crate) struct DirTree<K> {
     /// Mode, owner and group last reported per path, so that an attribute
     /// event for a timestamp alone records nothing.
     attrs: HashMap<PathBuf, (u32, u32, u32)>,
+    /// Entries whose creation was handled once nothing was at their path
+    /// any more (whether a directory): removed since, or moved with their
+    /// directory, whose rename is still queued. That rename reports them.
+    missed: HashMap<PathBuf, bool>,
     /// Records translated but not yet handed out.
     ready: VecDeque<Record>,
     /// The mark limit was hit once: reported once.
@@ -104,6 +108,7 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
             subtrees: subtrees.to_vec(),
             dirs: HashMap::new(),
             attrs: HashMap::new(),
+            missed: HashMap::new(),
             ready: VecDeque::new(),
             limit_reported: false,
             origin: None,
@@ -206,13 +211,32 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
         is_dir: bool,
         mark: &mut impl FnMut(&OwnedFd) -> Result<K, MarkError>,
     ) {
-        if self.report(&path, false) && is_dir {
+        if !self.report(&path, false) {
+            self.missed.insert(path, is_dir);
+        } else if is_dir {
             self.mark_tree(&path, true, mark);
         }
     }
 
     /// A rename inside what is watched.
-    pub fn renamed(&mut self, from: PathBuf, to: PathBuf, is_dir: bool) {
+    pub fn renamed(
+        &mut self,
+        from: PathBuf,
+        to: PathBuf,
+        is_dir: bool,
+        mark: &mut impl FnMut(&OwnedFd) -> Result<K, MarkError>,
+    ) {
+        // A file missed this way is fine: its writes and close were
+        // reported under the name it had, which the rename moves.
+        self.missed.remove(&from);
+        if is_dir && !self.dirs.values().any(|dir| dir == &from) {
+            // Made and renamed before its creation was handled (cargo
+            // makes `target` as a temporary directory, fills it and renames
+            // it): it was gone when looked for, so it was neither reported
+            // nor marked. New to us under its new name, with its entries.
+            self.created(to, true, mark);
+            return;
+        }
         if is_dir {
             for dir in self.dirs.values_mut() {
                 if let Ok(rest) = dir.strip_prefix(&from) {
@@ -220,16 +244,37 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
                 }
             }
         }
-        if let Some(attrs) = self.attrs.remove(&from) {
-            self.attrs.insert(to.clone(), attrs);
+        self.push(Op::Rename, from.clone(), Some(to.clone()));
+        if is_dir {
+            // Entries made in it just before it moved (rustc's incremental
+            // session directory gets its files as hard links, then its
+            // final name), reported now under their new paths: found, by
+            // whoever made them, not necessarily the renamer.
+            let moved: Vec<(PathBuf, bool)> = self
+                .missed
+                .extract_if(|path, _| path.starts_with(&from))
+                .collect();
+            let renamer = self.origin.take();
+            for (path, is_dir) in moved {
+                let path = to.join(path.strip_prefix(&from).unwrap_or(&path));
+                if !self.report(&path, true) {
+                    self.missed.insert(path, is_dir);
+                } else if is_dir {
+                    self.mark_tree(&path, true, mark);
+                }
+            }
+            self.origin = renamer;
         }
-        self.push(Op::Rename, from, Some(to));
+        if let Some(attrs) = self.attrs.remove(&from) {
+            self.attrs.insert(to, attrs);
+        }
     }
 
     /// `from` left the watched tree: a rename without a target. Returns
     /// the marks of the directories that left with it, which must no
     /// longer report (they would report under the old paths).
     pub fn moved_out(&mut self, from: PathBuf, is_dir: bool) -> Vec<K> {
+        self.missed.retain(|path, _| !path.starts_with(&from));
         let mut gone = Vec::new();
         if is_dir {
             gone = self
@@ -248,6 +293,7 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
 
     pub fn deleted(&mut self, path: PathBuf, is_dir: bool) {
         self.attrs.remove(&path);
+        self.missed.retain(|missed, _| !missed.starts_with(&path));
         self.push(if is_dir { Op::Rmdir } else { Op::Unlink }, path, None);
     }
 

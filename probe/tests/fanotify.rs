@@ -92,6 +92,53 @@ fn check_workload(root: &Path) {
             found(Op::Close, "/w/moved/sub/h"),
         ]
     );
+    // Made, filled and renamed before the watcher looked (how cargo makes
+    // `target`): gone under its first name, so found under its last.
+    assert_eq!(
+        step(&mut watch, || {
+            fs::create_dir(w.join("target.tmp")).unwrap();
+            fs::write(w.join("target.tmp/tag"), b"t").unwrap();
+            fs::rename(w.join("target.tmp"), w.join("target")).unwrap();
+        }),
+        [
+            op(Op::Mkdir, "/w/target"),
+            found(Op::Open, "/w/target/tag"),
+            found(Op::Write, "/w/target/tag"),
+            found(Op::Close, "/w/target/tag"),
+        ]
+    );
+    assert_eq!(
+        step(&mut watch, || fs::write(w.join("target/new"), b"n")
+            .unwrap()),
+        [
+            op(Op::Open, "/w/target/new"),
+            op(Op::Write, "/w/target/new"),
+            op(Op::Close, "/w/target/new")
+        ]
+    );
+    // A hard link made in a directory renamed at once (rustc's incremental
+    // session directory): found under the directory's new name.
+    assert_eq!(
+        step(&mut watch, || fs::create_dir(w.join("s-working")).unwrap()),
+        [op(Op::Mkdir, "/w/s-working")]
+    );
+    assert_eq!(
+        step(&mut watch, || {
+            fs::hard_link(w.join("target/new"), w.join("s-working/a.o")).unwrap();
+            fs::rename(w.join("s-working"), w.join("s-done")).unwrap();
+        }),
+        [
+            (
+                Op::Rename,
+                "/w/s-working".into(),
+                Some("/w/s-done".into()),
+                true
+            ),
+            found(Op::Open, "/w/s-done/a.o"),
+            found(Op::Write, "/w/s-done/a.o"),
+            found(Op::Close, "/w/s-done/a.o"),
+        ]
+    );
     assert_eq!(
         step(&mut watch, || fs::write(w.join("moved/sub/h"), b"hh")
             .unwrap()),

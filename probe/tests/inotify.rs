@@ -48,3 +48,58 @@ async fn a_directory_moved_out_of_the_watched_tree_stops_reporting_under_its_old
         "the new directory is watched: {after:?}"
     );
 }
+
+/// Made, filled and renamed before the watcher looked (how cargo makes
+/// `target`): gone under its first name when its creation is handled, so it
+/// must be found, with its entries, under its last name, and watched.
+#[tokio::test]
+async fn a_directory_renamed_before_its_creation_was_handled_is_found_under_its_new_name() {
+    let root = tempfile::tempdir().unwrap();
+    let watched = root.path().join("w");
+    fs::create_dir(&watched).unwrap();
+    let mut watch = InotifyWatch::start(root.path(), &[PathBuf::from("/w")], &[]).unwrap();
+
+    fs::create_dir(watched.join("target.tmp")).unwrap();
+    fs::write(watched.join("target.tmp/tag"), b"t").unwrap();
+    fs::rename(watched.join("target.tmp"), watched.join("target")).unwrap();
+    let tag = PathBuf::from("/w/target/tag");
+    assert_eq!(
+        drain(&mut watch),
+        [
+            (Op::Mkdir, PathBuf::from("/w/target")),
+            (Op::Open, tag.clone()),
+            (Op::Write, tag.clone()),
+            (Op::Close, tag),
+        ]
+    );
+    fs::write(watched.join("target/new"), b"n").unwrap();
+    let new = PathBuf::from("/w/target/new");
+    assert_eq!(
+        drain(&mut watch),
+        [
+            (Op::Open, new.clone()),
+            (Op::Write, new.clone()),
+            (Op::Close, new)
+        ]
+    );
+
+    // A hard link made in a directory renamed at once (rustc's incremental
+    // session directory): found under the directory's new name.
+    fs::create_dir(watched.join("s-working")).unwrap();
+    assert_eq!(
+        drain(&mut watch),
+        [(Op::Mkdir, PathBuf::from("/w/s-working"))]
+    );
+    fs::hard_link(watched.join("target/new"), watched.join("s-working/a.o")).unwrap();
+    fs::rename(watched.join("s-working"), watched.join("s-done")).unwrap();
+    let linked = PathBuf::from("/w/s-done/a.o");
+    assert_eq!(
+        drain(&mut watch),
+        [
+            (Op::Rename, PathBuf::from("/w/s-working")),
+            (Op::Open, linked.clone()),
+            (Op::Write, linked.clone()),
+            (Op::Close, linked),
+        ]
+    );
+}
