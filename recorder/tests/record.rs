@@ -50,7 +50,7 @@ async fn records_what_a_real_process_did() {
     let probe = Probe::load(ProbeConfig::default()).unwrap();
     let cgroup =
         ChildCgroup::create(format!("diffkeeper-test/recorder-{}", std::process::id())).unwrap();
-    let watch = probe.watch(cgroup.id()).unwrap();
+    let mut watch = probe.watch(cgroup.id()).unwrap();
     let meta = RecordingMeta {
         subject: Subject {
             kind: "command".into(),
@@ -85,7 +85,7 @@ async fn records_what_a_real_process_did() {
         let _ = done_tx.send(status);
     });
     let (status_tx, status_rx) = std::sync::mpsc::channel();
-    let session = run(watch, session, None, async move {
+    let session = run(&mut watch, session, None, async move {
         let status = done_rx.await.unwrap();
         status_tx.send(status).unwrap();
     })

@@ -395,7 +395,7 @@ impl Plan {
             let root = RootView::open(&live_root)
                 .map_err(|e| format!("opening {}: {e}", live_root.display()));
             let started = SystemTime::now();
-            let (watch, root) = match (watching, root) {
+            let (mut watch, root) = match (watching, root) {
                 (Ok(watch), Ok(root)) => (watch, root),
                 (Err(err), _) | (_, Err(err)) => {
                     let _ = ready.send(Err(err));
@@ -422,14 +422,19 @@ impl Plan {
             let _ = ready.send(Ok(started));
 
             let exit_code = Cell::new(None);
-            let session = drive(watch, session, baseline, async {
+            let session = drive(&mut watch, session, baseline, async {
                 exit_code.set(stop.await.ok().flatten());
             })
             .await;
+            // Unwatching waits for an RCU grace period (8-13 ms measured),
+            // and the shim cannot exit while it does: done beside finishing,
+            // which the exit containerd reports waits for.
+            let unwatch = std::thread::spawn(move || drop(watch));
             let status = session
                 .finish(monotonic_now_ns(), exit_code.get())
                 .map_err(|e| e.to_string());
             let _ = done.send(status);
+            let _ = unwatch.join();
         });
     }
 

@@ -496,8 +496,6 @@ fn a_version_with_known_writes_takes_over_the_untouched_chunks_and_reads_back_ex
 
 #[test]
 fn repeated_chunks_within_one_version_are_stored_once_and_read_back() {
-    let (_dir, file) = temp_recording();
-    let mut rec = recorder(&file);
     // 64 identical 16 KiB blocks of noise: FastCDC cuts them alike, so one
     // version holds the same new chunk many times.
     let block = noise(16 << 10, 9);
@@ -507,17 +505,26 @@ fn repeated_chunks_within_one_version_are_stored_once_and_read_back() {
         .cycle()
         .take(64 * block.len())
         .collect();
-    write(&mut rec, 1, "/blocks", &data);
-    assert!(
-        rec.stats().bytes_stored < 4 * block.len() as u64,
-        "{:?}",
-        rec.stats()
-    );
-    rec.finish(Some(0)).unwrap();
-    let recording = Recording::open(&file).unwrap();
-    let moment = recording.moment("latest").unwrap();
-    assert!(recording.cat(&p("/blocks"), &moment).unwrap() == data);
-    assert!(recording.verify().unwrap().is_ok());
+    // Stored one chunk after another, and (speed switch flipped) encoded
+    // in parallel first.
+    for fast in [false, true] {
+        let (_dir, file) = temp_recording();
+        let mut rec = recorder(&file);
+        if fast {
+            rec.speed_switch().prefer_speed();
+        }
+        write(&mut rec, 1, "/blocks", &data);
+        assert!(
+            rec.stats().bytes_stored < 4 * block.len() as u64,
+            "{:?}",
+            rec.stats()
+        );
+        rec.finish(Some(0)).unwrap();
+        let recording = Recording::open(&file).unwrap();
+        let moment = recording.moment("latest").unwrap();
+        assert!(recording.cat(&p("/blocks"), &moment).unwrap() == data);
+        assert!(recording.verify().unwrap().is_ok());
+    }
 }
 
 #[test]

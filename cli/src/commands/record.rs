@@ -49,7 +49,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     };
     // parse_ring_buffer_size bounds it to 1 GiB.
     let ring_buffer = u32::try_from(args.ring_buffer).expect("at most 1 GiB");
-    let capture = start_capture(backend, &watched, &out, ring_buffer)?;
+    let mut capture = start_capture(backend, &watched, &out, ring_buffer)?;
 
     let file = out.join(recording_file_name(std::time::SystemTime::now()));
     let meta = RecordingMeta {
@@ -113,7 +113,7 @@ async fn record(args: &RecordArgs) -> Result<ExitCode> {
     });
     let forwarding = tokio::spawn(forward_signals(pid));
     let (status_tx, status_rx) = std::sync::mpsc::channel();
-    let session = drive(capture.watch, session, baseline, async move {
+    let session = drive(&mut capture.watch, session, baseline, async move {
         let status = done_rx
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("waiter vanished")));

@@ -127,27 +127,50 @@ fn cut(data: &[u8], from: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         .map(move |c| (from + c.offset, from + c.offset + c.length))
 }
 
-/// Stores the new chunks of `plan` and returns the chunk list.
+/// Stores the new chunks of `plan` and returns the chunk list. New chunks
+/// go to `put_all` a window at a time: it may hold a window's encodings at
+/// once (see `PieceWriter::put_all`).
 fn store_plan(
     pieces: &mut PieceWriter<'_, '_>,
     data: &[u8],
     plan: Vec<Leaf>,
     written: &mut u64,
 ) -> Result<Vec<Entry>, Fault> {
-    plan.into_iter()
-        .map(|leaf| match leaf {
-            Leaf::Old(entry) => Ok(entry),
-            Leaf::New(range) => {
-                let (piece, loc, new) = pieces.put(&data[range.clone()])?;
-                *written += new;
-                Ok(Entry {
-                    piece,
-                    len: range.len() as u64,
-                    loc,
-                })
+    const WINDOW: usize = 1 << 20;
+    let mut entries = Vec::with_capacity(plan.len());
+    let mut window: Vec<&[u8]> = Vec::new();
+    let mut window_bytes = 0;
+    let mut store_window = |window: &mut Vec<&[u8]>, entries: &mut Vec<Entry>| {
+        for (chunk, (piece, loc, new)) in window.iter().zip(pieces.put_all(window)?) {
+            *written += new;
+            entries.push(Entry {
+                piece,
+                len: chunk.len() as u64,
+                loc,
+            });
+        }
+        window.clear();
+        Ok::<_, Fault>(())
+    };
+    for leaf in plan {
+        match leaf {
+            Leaf::Old(entry) => {
+                store_window(&mut window, &mut entries)?;
+                window_bytes = 0;
+                entries.push(entry);
             }
-        })
-        .collect()
+            Leaf::New(range) => {
+                window_bytes += range.len();
+                window.push(&data[range]);
+                if window_bytes >= WINDOW {
+                    store_window(&mut window, &mut entries)?;
+                    window_bytes = 0;
+                }
+            }
+        }
+    }
+    store_window(&mut window, &mut entries)?;
+    Ok(entries)
 }
 
 /// Builds the node tree over `leaves`; returns the root piece and height.

@@ -7,9 +7,11 @@
 //! maps a piece id to its place in a pack. The pack being filled lives in
 //! memory and is written (rewritten, while it grows) before every commit.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +32,17 @@ impl SpeedSwitch {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Flipped: the workload is gone and the recording's end is waited
+    /// for, so nothing else needs the cores.
+    fn prefers_speed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// zstd level 3, the size/speed balance measured in
     /// docs/recording-format.md; -1 once flipped (~2.4× faster on 2 KiB
     /// chunks, ~15% larger).
     pub(crate) fn zstd_level(&self) -> i32 {
-        if self.0.load(Ordering::Relaxed) {
+        if self.prefers_speed() {
             -1
         } else {
             3
@@ -96,6 +104,48 @@ impl PieceWriter<'_, '_> {
         let (codec, payload) = encode(data, self.speed.zstd_level());
         let loc = self.put_encoded(id, codec, &payload, check(data))?;
         Ok((id, loc, payload.len() as u64))
+    }
+
+    /// Stores each of `chunks` as [`put`](Self::put) does, in order. Once
+    /// the speed switch is flipped the new ones are hashed and compressed
+    /// on all cores first: the workload is gone then, so the cores are free
+    /// and the recording's end is what is waited for (while it runs, a
+    /// second compressing thread only took the workload's core: measured
+    /// no faster, docs/benchmarks.md).
+    pub(crate) fn put_all(
+        &mut self,
+        chunks: &[&[u8]],
+    ) -> Result<Vec<(PieceId, PieceLoc, u64)>, Fault> {
+        if !self.speed.prefers_speed() {
+            return chunks.iter().map(|chunk| self.put(chunk)).collect();
+        }
+        let ids: Vec<PieceId> = chunks.par_iter().map(|c| PieceId(hash(c))).collect();
+        let mut new = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if seen.insert(*id) && self.reader().find(id)?.is_none() {
+                new.push(i);
+            }
+        }
+        let level = self.speed.zstd_level();
+        let mut encoded: HashMap<PieceId, (Codec, Vec<u8>, u64)> = new
+            .par_iter()
+            .map(|&i| {
+                let (codec, payload) = encode(chunks[i], level);
+                (ids[i], (codec, payload, check(chunks[i])))
+            })
+            .collect();
+        ids.into_iter()
+            .zip(chunks)
+            .map(|(id, chunk)| match encoded.remove(&id) {
+                Some((codec, payload, check)) => {
+                    let loc = self.put_encoded(id, codec, &payload, check)?;
+                    Ok((id, loc, payload.len() as u64))
+                }
+                // Stored before, or earlier in `chunks`.
+                None => self.put(chunk),
+            })
+            .collect()
     }
 
     /// Stores already-encoded bytes under `id` (which must be new);
