@@ -3,7 +3,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -208,6 +208,27 @@ async fn records_what_a_real_process_did() {
     );
 }
 
+/// A session recording what happens below `work` into `out`/rec.redb (the
+/// file returned), for tests that hand it records themselves: its
+/// debounce is long enough that only what they hand over is read.
+fn session_below(work: &Path, out: &Path) -> (Session, PathBuf) {
+    let file = out.join("rec.redb");
+    let meta = RecordingMeta {
+        started_unix_ns: unix_now_ns(),
+        mono_base_ns: monotonic_now_ns(),
+        ..Default::default()
+    };
+    let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
+    let options = SessionOptions {
+        filter: PathFilter::new(&[format!("{}/**", work.display())], &[]).unwrap(),
+        max_file_size: 1 << 20,
+        debounce: Duration::from_secs(60),
+        wait_for_exec: false,
+    };
+    let root = RootView::open(Path::new("/")).unwrap();
+    (Session::new(store, root, options), file)
+}
+
 /// Content is read after the fact: a file written, closed and renamed
 /// before the recorder reads it must get its last content under the new
 /// name, and one that vanishes without any event saying so must leave the
@@ -217,22 +238,9 @@ async fn a_file_renamed_before_it_was_read_is_read_under_its_new_name() {
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let work_path = work.path().canonicalize().unwrap();
-    let file = out.path().join("rec.redb");
     let mut watch =
         InotifyWatch::start(Path::new("/"), std::slice::from_ref(&work_path), &[]).unwrap();
-    let meta = RecordingMeta {
-        started_unix_ns: unix_now_ns(),
-        mono_base_ns: monotonic_now_ns(),
-        ..Default::default()
-    };
-    let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
-    let options = SessionOptions {
-        filter: PathFilter::new(&[format!("{}/**", work_path.display())], &[]).unwrap(),
-        max_file_size: 1 << 20,
-        debounce: Duration::from_secs(60),
-        wait_for_exec: false,
-    };
-    let mut session = Session::new(store, RootView::open(Path::new("/")).unwrap(), options);
+    let (mut session, file) = session_below(&work_path, out.path());
     // Hands over what inotify reported, catching up (reading what closes
     // asked for) after each close, as the driver does when a batch ends
     // there; `until` stops before a record.
@@ -314,20 +322,7 @@ fn a_mapped_file_is_read_under_its_current_name_when_its_mapper_exits() {
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let work_path = work.path().canonicalize().unwrap();
-    let file = out.path().join("rec.redb");
-    let meta = RecordingMeta {
-        started_unix_ns: unix_now_ns(),
-        mono_base_ns: monotonic_now_ns(),
-        ..Default::default()
-    };
-    let store = Recorder::create(&file, &meta, RecorderOptions::default()).unwrap();
-    let options = SessionOptions {
-        filter: PathFilter::new(&[format!("{}/**", work_path.display())], &[]).unwrap(),
-        max_file_size: 1 << 20,
-        debounce: Duration::from_secs(60),
-        wait_for_exec: false,
-    };
-    let mut session = Session::new(store, RootView::open(Path::new("/")).unwrap(), options);
+    let (mut session, file) = session_below(&work_path, out.path());
     let (discarded, temp, output, other) = (
         work_path.join("out.tmp1"),
         work_path.join("out.tmp2"),
