@@ -60,8 +60,10 @@ fn record_and_read_back(backend: &str) {
     // The trace directory sits inside the watched one: it must not record
     // itself. The baseline scan runs alongside the command; the first sleep
     // lets it finish before `config` changes (a file changed before the scan
-    // reaches it has no recorded starting content: docs/recording.md).
-    let script = "sleep 0.3; echo new > config; echo data > out.bin; mkdir sub; echo hi > sub/x; rm keep.txt; exit 7";
+    // reaches it has no recorded starting content: docs/recording.md). The
+    // last keeps the shell alive until fanotify's events are read: a
+    // process gone by then is unknown (a loaded CI machine lost that race).
+    let script = "sleep 0.3; echo new > config; echo data > out.bin; mkdir sub; echo hi > sub/x; rm keep.txt; sleep 0.3; exit 7";
     let out = record_script(&work, backend, &[], script);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(
