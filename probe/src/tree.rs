@@ -239,8 +239,8 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
         }
         if is_dir {
             for dir in self.dirs.values_mut() {
-                if let Ok(rest) = dir.strip_prefix(&from) {
-                    *dir = to.join(rest);
+                if dir.starts_with(&from) {
+                    *dir = rebased(dir, &from, &to);
                 }
             }
         }
@@ -256,7 +256,7 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
                 .collect();
             let renamer = self.origin.take();
             for (path, is_dir) in moved {
-                let path = to.join(path.strip_prefix(&from).unwrap_or(&path));
+                let path = rebased(&path, &from, &to);
                 if !self.report(&path, true) {
                     self.missed.insert(path, is_dir);
                 } else if is_dir {
@@ -265,7 +265,17 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
             }
             self.origin = renamer;
         }
-        if let Some(attrs) = self.attrs.remove(&from) {
+        if is_dir {
+            // What was last reported of its entries moves with them, so
+            // an attribute event there records only what changed.
+            let moved: Vec<(PathBuf, (u32, u32, u32))> = self
+                .attrs
+                .extract_if(|path, _| path.starts_with(&from))
+                .collect();
+            for (path, attrs) in moved {
+                self.attrs.insert(rebased(&path, &from, &to), attrs);
+            }
+        } else if let Some(attrs) = self.attrs.remove(&from) {
             self.attrs.insert(to, attrs);
         }
     }
@@ -436,6 +446,14 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
 }
 
 /// `CLOCK_MONOTONIC`, the clock eBPF timestamps use too.
+/// `path`, at or below `from`, as it is named once `from` is renamed `to`.
+fn rebased(path: &Path, from: &Path, to: &Path) -> PathBuf {
+    match path.strip_prefix(from) {
+        Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
+        _ => to.to_path_buf(),
+    }
+}
+
 fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64

@@ -1,6 +1,7 @@
 //! The inotify fallback against a real directory tree (no root needed).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use diffkeeper_probe::{InotifyWatch, Op, Record};
@@ -49,11 +50,14 @@ async fn a_directory_moved_out_of_the_watched_tree_stops_reporting_under_its_old
     );
 }
 
-/// Made, filled and renamed before the watcher looked (how cargo makes
-/// `target`): gone under its first name when its creation is handled, so it
-/// must be found, with its entries, under its last name, and watched.
+/// Directories renamed while their events wait in the queue, as a build
+/// does: one made, filled and renamed before the watcher looked (how cargo
+/// makes `target`) must be found, with its entries, under its last name,
+/// and watched; one renamed just after an entry was made in it (rustc's
+/// incremental session) reports that entry under its new path; and what
+/// was last seen of an entry moves with it.
 #[tokio::test]
-async fn a_directory_renamed_before_its_creation_was_handled_is_found_under_its_new_name() {
+async fn what_a_renamed_directory_holds_is_reported_under_its_new_name() {
     let root = tempfile::tempdir().unwrap();
     let watched = root.path().join("w");
     fs::create_dir(&watched).unwrap();
@@ -101,5 +105,15 @@ async fn a_directory_renamed_before_its_creation_was_handled_is_found_under_its_
             (Op::Write, linked.clone()),
             (Op::Close, linked),
         ]
+    );
+
+    // What was last seen of an entry moved with its directory: a mode
+    // change there is a mode change, not also an owner change.
+    fs::rename(watched.join("target"), watched.join("built")).unwrap();
+    drain(&mut watch);
+    fs::set_permissions(watched.join("built/new"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        drain(&mut watch),
+        [(Op::Chmod, PathBuf::from("/w/built/new"))]
     );
 }
