@@ -120,11 +120,20 @@ impl PieceWriter<'_, '_> {
             return chunks.iter().map(|chunk| self.put(chunk)).collect();
         }
         let ids: Vec<PieceId> = chunks.par_iter().map(|c| PieceId(hash(c))).collect();
+        // Each id looked up once: stored already, or new (its first
+        // occurrence is encoded; later ones find it stored by then).
+        let mut stored: HashMap<PieceId, PieceLoc> = HashMap::new();
         let mut new = Vec::new();
         let mut seen = HashSet::new();
         for (i, id) in ids.iter().enumerate() {
-            if seen.insert(*id) && self.reader().find(id)?.is_none() {
-                new.push(i);
+            if !seen.insert(*id) {
+                continue;
+            }
+            match self.reader().find(id)? {
+                Some(loc) => {
+                    stored.insert(*id, loc);
+                }
+                None => new.push(i),
             }
         }
         let level = self.speed.zstd_level();
@@ -136,14 +145,13 @@ impl PieceWriter<'_, '_> {
             })
             .collect();
         ids.into_iter()
-            .zip(chunks)
-            .map(|(id, chunk)| match encoded.remove(&id) {
+            .map(|id| match encoded.remove(&id) {
                 Some((codec, payload, check)) => {
                     let loc = self.put_encoded(id, codec, &payload, check)?;
+                    stored.insert(id, loc);
                     Ok((id, loc, payload.len() as u64))
                 }
-                // Stored before, or earlier in `chunks`.
-                None => self.put(chunk),
+                None => Ok((id, stored[&id], 0)),
             })
             .collect()
     }
