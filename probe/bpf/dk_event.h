@@ -98,15 +98,26 @@ struct dk_gap {
 	__u64 cgroup_id;
 };
 
-/* Per watched cgroup loss accounting, value of the dk_drops map. */
+/*
+ * A watched cgroup's route and loss accounting, value of the dk_drops map.
+ * The watcher's ring is dk_rings[dk_ring_key(owner_pid, ring_id)]. The map
+ * keeps its first name and layout (ring_id was reserved) so that every build
+ * can tell whether another build's probe set still has live watchers.
+ */
 struct dk_drops {
 	__u64 dropped;      /* reservations that failed */
 	__u64 reported;     /* dropped as of the last in-band gap record */
 	__u64 first_ns;     /* first loss after `reported` */
 	__u64 last_ns;      /* latest loss */
 	__u32 owner_pid;    /* process that watches this cgroup, for stale-entry cleanup */
-	__u32 _reserved;
+	__u32 ring_id;      /* kernel map id of the watcher's ring buffer */
 };
+
+/* Key of a ring in dk_rings: unique while the ring lives, and names its owner. */
+static __always_inline __u64 dk_ring_key(__u32 owner_pid, __u32 ring_id)
+{
+	return (__u64)owner_pid << 32 | ring_id;
+}
 
 #define DK_ASSERT_OFFSET(type, field, off) \
 	_Static_assert(__builtin_offsetof(struct type, field) == (off), #type "." #field)
@@ -135,5 +146,6 @@ DK_ASSERT_OFFSET(dk_gap, last_ns, 24);
 DK_ASSERT_OFFSET(dk_gap, cgroup_id, 32);
 _Static_assert(sizeof(struct dk_drops) == 40, "dk_drops size");
 DK_ASSERT_OFFSET(dk_drops, owner_pid, 32);
+DK_ASSERT_OFFSET(dk_drops, ring_id, 36);
 
 #endif /* DK_EVENT_H */

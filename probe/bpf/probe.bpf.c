@@ -9,7 +9,7 @@
  *   sys_exit_<syscall>   one map lookup (anything stashed for this thread?);
  *                        on success tail-call the handler that builds the record.
  *   dk_handle_*          resolve paths, fill the record, write it to the ring
- *                        buffer dk_watch[cgroup], count a loss if it is full.
+ *                        buffer its route names, count a loss if it is full.
  *   sched_process_*      exec and whole-process exit of watched tasks.
  *
  * Kernel requirements: syscall and sched tracepoints, BTF for CO-RE, ring
@@ -96,15 +96,21 @@ struct dk_ring {
 	__uint(max_entries, 1 << 20);
 };
 
-/* cgroup id -> that watcher's ring buffer. The only lookup unwatched tasks pay on enter. */
+/*
+ * dk_ring_key(owner, ring map id) -> a watcher's ring buffer. Two levels, not
+ * cgroup -> ring: every update of a map-in-map waits for an RCU grace period
+ * (~8 ms), so a watcher registers its ring while the container is still being
+ * built, and routing the cgroup to it (a plain hash insert) is what remains
+ * before the workload may start.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
 	__uint(max_entries, DK_MAX_WATCHES);
 	__type(key, __u64);
 	__array(values, struct dk_ring);
-} dk_watch SEC(".maps");
+} dk_rings SEC(".maps");
 
-/* cgroup id -> loss accounting of that watcher. */
+/* cgroup id -> its route (ring) and loss accounting. The only lookup unwatched tasks pay on enter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DK_MAX_WATCHES);
@@ -149,10 +155,17 @@ struct {
 	__type(value, __u32);
 } dk_handlers SEC(".maps");
 
-static __always_inline void *watched_ring(__u64 *cgroup_id)
+/* The current task's ring buffer and route, if its cgroup is watched. */
+static __always_inline void *watched_ring(__u64 *cgroup_id, struct dk_drops **route)
 {
+	__u64 key;
+
 	*cgroup_id = bpf_get_current_cgroup_id();
-	return bpf_map_lookup_elem(&dk_watch, cgroup_id);
+	*route = bpf_map_lookup_elem(&dk_drops, cgroup_id);
+	if (!*route)
+		return NULL;
+	key = dk_ring_key((*route)->owner_pid, (*route)->ring_id);
+	return bpf_map_lookup_elem(&dk_rings, &key);
 }
 
 /* This thread's in-flight slot; `create` makes one if it has none. */
@@ -260,15 +273,13 @@ static __always_inline __u64 wakeup(void *ring, __u16 op, __u32 size)
  * Writes s->ev plus `paths` bytes of s->a. Losses since the last gap record go
  * first, as a gap record, so the stream says where they happened.
  */
-static __always_inline void emit(void *ring, struct dk_scratch *s, __u32 paths)
+static __always_inline void emit(void *ring, struct dk_drops *drops, struct dk_scratch *s,
+				 __u32 paths)
 {
 	__u64 cgroup_id = s->ev.cgroup_id;
-	struct dk_drops *drops = bpf_map_lookup_elem(&dk_drops, &cgroup_id);
 	__u64 now = s->ev.ts_ns;
 	__u32 size;
 
-	if (!drops)
-		return;
 	if (drops->dropped != drops->reported) {
 		__u64 dropped = drops->dropped;
 		struct dk_gap *gap = bpf_ringbuf_reserve(ring, sizeof(*gap), 0);
@@ -367,11 +378,12 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct dk_scratch *s = scratch();
 	struct file *file;
+	struct dk_drops *route;
 	__u64 cgroup_id;
 	void *ring;
 	__u32 len = 0;
 
-	ring = watched_ring(&cgroup_id);
+	ring = watched_ring(&cgroup_id, &route);
 	if (!ring || !s)
 		return;
 	begin_event(&s->ev, in->op, cgroup_id, in->nr);
@@ -394,18 +406,19 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 		if (in->how & DK_HOW_DIRTIES)
 			mark_dirty(id, s->ev.fd, file);
 	}
-	emit(ring, s, len);
+	emit(ring, route, s, len);
 }
 
 /* Operations on one path argument (dfd-relative). */
 static __always_inline void handle_path(struct dk_inflight *in)
 {
 	struct dk_scratch *s = scratch();
+	struct dk_drops *route;
 	__u64 cgroup_id;
 	void *ring;
 	__u32 len;
 
-	ring = watched_ring(&cgroup_id);
+	ring = watched_ring(&cgroup_id, &route);
 	if (!ring || !s)
 		return;
 	begin_event(&s->ev, in->op, cgroup_id, in->nr);
@@ -415,7 +428,7 @@ static __always_inline void handle_path(struct dk_inflight *in)
 	if (len > DK_WALK_END)
 		len = DK_WALK_END;
 	s->ev.path_len = len;
-	emit(ring, s, len);
+	emit(ring, route, s, len);
 }
 
 /* rename (from, to), link (new, existing), symlink (new, raw target). */
@@ -423,10 +436,11 @@ static __always_inline void handle_path2(struct dk_inflight *in)
 {
 	struct dk_scratch *s = scratch();
 	__u32 len1, len2;
+	struct dk_drops *route;
 	__u64 cgroup_id;
 	void *ring;
 
-	ring = watched_ring(&cgroup_id);
+	ring = watched_ring(&cgroup_id, &route);
 	if (!ring || !s)
 		return;
 	begin_event(&s->ev, in->op, cgroup_id, in->nr);
@@ -445,7 +459,7 @@ static __always_inline void handle_path2(struct dk_inflight *in)
 				 DK_F_PATH2_TRUNCATED, DK_F_PATH2_OUTSIDE_ROOT,
 				 DK_F_PATH2_UNREADABLE);
 	}
-	emit(ring, s, append_path2(s, len1, len2));
+	emit(ring, route, s, append_path2(s, len1, len2));
 }
 
 #define DK_HANDLER(name, call)                                            \
@@ -471,7 +485,7 @@ static __always_inline bool watched(void)
 {
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
 
-	return bpf_map_lookup_elem(&dk_watch, &cgroup_id) != NULL;
+	return bpf_map_lookup_elem(&dk_drops, &cgroup_id) != NULL;
 }
 
 static __always_inline int stash(struct dk_inflight *in)
@@ -815,11 +829,12 @@ int dk_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct dk_scratch *s = scratch();
 	struct file *exe;
 	__u32 len1, len2 = 0;
+	struct dk_drops *route;
 	__u64 cgroup_id;
 	void *ring;
 	long n;
 
-	ring = watched_ring(&cgroup_id);
+	ring = watched_ring(&cgroup_id, &route);
 	if (!ring || !s)
 		return 0;
 	begin_event(&s->ev, DK_OP_EXEC, cgroup_id, (__u32)-1);
@@ -832,7 +847,7 @@ int dk_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (n > 0)
 		len2 = n - 1;
 	s->ev.flags |= DK_F_PATH2_RAW;
-	emit(ring, s, append_path2(s, len1, len2));
+	emit(ring, route, s, append_path2(s, len1, len2));
 	return 0;
 }
 
@@ -842,17 +857,18 @@ int dk_sched_exit(void *ctx)
 {
 	struct task_struct *task = current_task();
 	struct dk_scratch *s;
+	struct dk_drops *route;
 	__u64 cgroup_id;
 	void *ring;
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	ring = watched_ring(&cgroup_id);
+	ring = watched_ring(&cgroup_id, &route);
 	s = scratch();
 	if (!ring || !s)
 		return 0;
 	begin_event(&s->ev, DK_OP_EXIT, cgroup_id, (__u32)-1);
 	s->ev.ret = BPF_CORE_READ(task, exit_code);
-	emit(ring, s, 0);
+	emit(ring, route, s, 0);
 	return 0;
 }

@@ -59,7 +59,8 @@ pub struct RawGap {
     pub cgroup_id: u64,
 }
 
-/// `struct dk_drops`: the per-cgroup loss counter, value of the `dk_drops` map.
+/// `struct dk_drops`: a watched cgroup's route (its ring) and loss counter,
+/// value of the `dk_drops` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawDrops {
@@ -68,7 +69,8 @@ pub struct RawDrops {
     pub first_ns: u64,
     pub last_ns: u64,
     pub owner_pid: u32,
-    pub reserved: u32,
+    /// Kernel map id of the watcher's ring buffer.
+    pub ring_id: u32,
 }
 
 // SAFETY: the three structs are repr(C), made only of integers and byte arrays,
@@ -104,6 +106,7 @@ const _: () = {
     assert!(offset_of!(RawGap, cgroup_id) == 32);
     assert!(size_of::<RawDrops>() == 40);
     assert!(offset_of!(RawDrops, owner_pid) == 32);
+    assert!(offset_of!(RawDrops, ring_id) == 36);
 };
 
 /// Reads a `T` from the start of `bytes`, or `None` if it is too short.

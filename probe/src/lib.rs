@@ -2,7 +2,8 @@
 //!
 //! One set of tracepoint programs per host ([`Probe::load`]) routes each
 //! watched cgroup's events to that watcher's own ring buffer
-//! ([`Probe::watch`] → [`Watch`]); unwatched tasks pay one map lookup per
+//! ([`Probe::watch`] → [`Watch`], or [`Probe::ring`] ahead of time →
+//! [`Ring::watch`]); unwatched tasks pay one map lookup per
 //! traced syscall. Events carry full paths relative to the container's root,
 //! resolved in the kernel; losses arrive as [`Gap`]s, never silently.
 //! Where eBPF is not available, [`InotifyWatch`] yields the same records
@@ -16,6 +17,7 @@ mod event;
 mod fanotify;
 mod inotify;
 mod probe;
+mod ring;
 mod source;
 mod sys;
 mod tree;
@@ -28,6 +30,7 @@ pub use event::{Event, Gap, Op, PathFlags, Record};
 pub use fanotify::FanotifyWatch;
 pub use inotify::InotifyWatch;
 pub use probe::{Probe, ProbeConfig, DEFAULT_PIN_ROOT};
+pub use ring::Ring;
 pub use source::{AnyWatch, Source};
 pub use watch::Watch;
 
@@ -37,5 +40,6 @@ const _: () = {
     const fn send<T: Send>() {}
     send_and_sync::<Probe>();
     send::<Watch>();
+    send::<Ring>();
     send::<InotifyWatch>();
 };

@@ -22,6 +22,7 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
 use crate::abi::{self, RawDrops};
+use crate::ring::{ring_owner, Ring};
 use crate::watch::Watch;
 use crate::{sys, Error};
 
@@ -33,7 +34,9 @@ const OBJECT_ID: &str = env!("DIFFKEEPER_PROBE_OBJECT_ID");
 
 /// Tail-call targets, in `enum dk_handler` order (bpf/probe.bpf.c).
 const HANDLERS: [&str; 3] = ["dk_handle_fd", "dk_handle_path", "dk_handle_path2"];
-const WATCH_MAP: &str = "dk_watch";
+const RINGS_MAP: &str = "dk_rings";
+/// Routes and loss counters. Every build since the first names and lays it
+/// out the same way (see `struct dk_drops`), so any build can read another's.
 const DROPS_MAP: &str = "dk_drops";
 const HANDLERS_MAP: &str = "dk_handlers";
 
@@ -63,7 +66,8 @@ impl Default for ProbeConfig {
 }
 
 /// This process's handle on the host's shared programs. Cheap to keep; make
-/// one per process and call [`Probe::watch`] for each cgroup.
+/// one per process and call [`Probe::watch`] for each cgroup (or
+/// [`Probe::ring`] ahead of time and [`Ring::watch`] once the cgroup exists).
 #[derive(Debug)]
 pub struct Probe {
     shared: Arc<Shared>,
@@ -73,10 +77,13 @@ pub struct Probe {
 /// The routing maps, shared by a probe and its watches.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) watch: Mutex<HashOfMaps<MapData, u64>>,
+    /// `dk_rings`: ring key -> ring buffer (`None`: a set another build
+    /// made, opened only to see whether it has live watchers).
+    pub(crate) rings: Option<Mutex<HashOfMaps<MapData, u64>>>,
+    /// `dk_drops`: cgroup id -> route and loss counters.
     pub(crate) drops: Mutex<HashMap<MapData, u64, RawDrops>>,
     pin_dir: PathBuf,
-    /// The inode of the `dk_watch` pin these maps were opened from: a set
+    /// The inode of the `dk_drops` pin these maps were opened from: a set
     /// retired and installed again by another process has the same path
     /// but a new pin (bpffs never reuses inode numbers soon).
     pinned_ino: u64,
@@ -111,7 +118,7 @@ impl Probe {
             install(&pin_dir)?;
         }
         retire_unused_sets(&config.pin_root, &pin_dir);
-        let shared = Shared::open(pin_dir)?;
+        let shared = Shared::open(pin_dir, true)?;
         drop(lock);
         shared.forget_dead_watchers();
         Ok(Self {
@@ -125,14 +132,22 @@ impl Probe {
     /// descendants. Must be called within a tokio runtime. Dropping the
     /// [`Watch`] stops it. One watcher per cgroup host-wide.
     pub fn watch(&self, cgroup_id: u64) -> Result<Watch, Error> {
+        self.ring()?.watch(cgroup_id)
+    }
+
+    /// A ring buffer registered with the programs but not yet routed to: the
+    /// slow part of a watch (~10 ms, mostly an RCU grace period), to do
+    /// while the cgroup is still being made. [`Ring::watch`] finishes it.
+    pub fn ring(&self) -> Result<Ring, Error> {
         // A set without watchers may be retired (and installed afresh) by
         // other loads, which hold the lock exclusively: shared, that cannot
-        // happen between this check and the claim that makes the set live.
+        // happen between this check and the registration that makes the set
+        // live.
         let _lock = install_lock(false)?;
         if !self.shared.is_current() {
             return Err(Error::Retired(self.shared.pin_dir.clone()));
         }
-        Watch::start(Arc::clone(&self.shared), cgroup_id, self.ring_buffer_bytes)
+        Ring::register(Arc::clone(&self.shared), self.ring_buffer_bytes)
     }
 
     /// The bpffs directory holding this build's programs.
@@ -159,7 +174,10 @@ fn pin_dir(pin_root: &Path) -> PathBuf {
 }
 
 impl Shared {
-    fn open(pin_dir: PathBuf) -> Result<Self, Error> {
+    /// Opens the maps of the set at `pin_dir`; with `ours`, a set of this
+    /// build, else one only read for its watchers (any build's: it may
+    /// have no `dk_rings`).
+    fn open(pin_dir: PathBuf, ours: bool) -> Result<Self, Error> {
         let open = |name: &'static str| {
             MapData::from_pin(pin_dir.join(name))
                 .and_then(Map::from_map_data)
@@ -167,10 +185,14 @@ impl Shared {
         };
         let pinned_ino =
             Self::pinned_ino(&pin_dir).ok_or_else(|| Error::Retired(pin_dir.clone()))?;
-        let watch = HashOfMaps::try_from(open(WATCH_MAP)?).map_err(|e| map_error(WATCH_MAP, e))?;
+        let rings = match open(RINGS_MAP) {
+            Ok(map) => Some(HashOfMaps::try_from(map).map_err(|e| map_error(RINGS_MAP, e))?),
+            Err(_) if !ours => None,
+            Err(err) => return Err(err),
+        };
         let drops = HashMap::try_from(open(DROPS_MAP)?).map_err(|e| map_error(DROPS_MAP, e))?;
         Ok(Self {
-            watch: Mutex::new(watch),
+            rings: rings.map(Mutex::new),
             drops: Mutex::new(drops),
             pin_dir,
             pinned_ino,
@@ -178,7 +200,16 @@ impl Shared {
     }
 
     fn pinned_ino(pin_dir: &Path) -> Option<u64> {
-        fs::metadata(pin_dir.join(WATCH_MAP)).ok().map(|m| m.ino())
+        fs::metadata(pin_dir.join(DROPS_MAP)).ok().map(|m| m.ino())
+    }
+
+    /// `dk_rings` of this build's set.
+    pub(crate) fn rings(&self) -> std::sync::MutexGuard<'_, HashOfMaps<MapData, u64>> {
+        self.rings
+            .as_ref()
+            .expect("this build's set has dk_rings")
+            .lock()
+            .expect("rings map lock")
     }
 
     /// Whether these maps are still the pinned ones (the set was not
@@ -187,16 +218,26 @@ impl Shared {
         Self::pinned_ino(&self.pin_dir) == Some(self.pinned_ino)
     }
 
+    /// Whether a live process routes a cgroup or holds a ring here.
     fn has_live_watchers(&self) -> bool {
         let drops = self.drops.lock().expect("drops map lock");
-        drops
+        let routed = drops
             .iter()
             .filter_map(Result::ok)
-            .any(|(_, d)| process_alive(d.owner_pid))
+            .any(|(_, d)| process_alive(d.owner_pid));
+        routed
+            || self.rings.as_ref().is_some_and(|rings| {
+                let rings = rings.lock().expect("rings map lock");
+                rings
+                    .keys()
+                    .filter_map(Result::ok)
+                    .any(|key| process_alive(ring_owner(key)))
+            })
     }
 
-    /// Removes the routes of watchers whose process died without dropping
-    /// their [`Watch`] (killed shims), so their cgroups stop costing events.
+    /// Removes the routes and rings of watchers whose process died without
+    /// dropping them (killed shims), so their cgroups stop costing events
+    /// and their ring buffers are freed.
     fn forget_dead_watchers(&self) {
         let mut drops = self.drops.lock().expect("drops map lock");
         let dead: Vec<u64> = drops
@@ -205,13 +246,23 @@ impl Shared {
             .filter(|(_, d)| !process_alive(d.owner_pid))
             .map(|(cgroup, _)| cgroup)
             .collect();
-        let mut watch = self.watch.lock().expect("watch map lock");
         for cgroup in dead {
             tracing::info!(cgroup, "removing the route of a watcher that died");
-            for result in [watch.remove(&cgroup), drops.remove(&cgroup)] {
-                if let Err(err) = result {
-                    tracing::debug!(cgroup, %err, "stale route already gone");
-                }
+            if let Err(err) = drops.remove(&cgroup) {
+                tracing::debug!(cgroup, %err, "stale route already gone");
+            }
+        }
+        drop(drops);
+        let mut rings = self.rings();
+        let dead: Vec<u64> = rings
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|&key| !process_alive(ring_owner(key)))
+            .collect();
+        for key in dead {
+            tracing::info!(key, "removing the ring of a watcher that died");
+            if let Err(err) = rings.remove(&key) {
+                tracing::debug!(key, %err, "stale ring already gone");
             }
         }
     }
@@ -251,7 +302,7 @@ fn retire_unused_sets(pin_root: &Path, current: &Path) {
         }
         let partial = dir.as_os_str().as_bytes().ends_with(b"-partial");
         if !partial {
-            match Shared::open(dir.clone()) {
+            match Shared::open(dir.clone(), false) {
                 Ok(set) if set.has_live_watchers() => continue,
                 Ok(_) => {}
                 Err(err) => {
@@ -286,7 +337,7 @@ fn install(pin_dir: &Path) -> Result<(), Error> {
     // aya has no user-space type for task storage (dk_inflight); only the
     // programs use it, so it is created as a plain map.
     let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT)?;
-    for name in [WATCH_MAP, DROPS_MAP, HANDLERS_MAP] {
+    for name in [RINGS_MAP, DROPS_MAP, HANDLERS_MAP] {
         let map = ebpf.map(name).ok_or_else(|| missing("map", name))?;
         let path = partial.join(name);
         map.pin(&path).map_err(|e| Error::Pin {

@@ -1,20 +1,18 @@
-//! One cgroup's event stream: its own ring buffer, routed to by the shared
-//! programs through `dk_watch`, and the loss accounting that turns kernel drop
-//! counters into [`Gap`] records.
+//! One cgroup's event stream: its own ring buffer ([`Ring`]), routed to by
+//! the shared programs through the cgroup's `dk_drops` entry, and the loss
+//! accounting that turns kernel drop counters into [`Gap`] records.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{Map, MapData, MapError, RingBuf};
-use aya::sys::SyscallError;
-use aya_obj::generated::bpf_map_type;
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::abi::RawDrops;
 use crate::event::{self, Decoded, Gap, Record, RING_FULL};
-use crate::probe::{map_error, Shared, BPF_NOEXIST};
+use crate::probe::Shared;
+use crate::ring::Ring;
 use crate::Error;
 
 /// The kernel wakes a watcher only for batches and the events a recorder
@@ -41,6 +39,8 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Watch {
     cgroup_id: u64,
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Unregisters the ring when dropped: after `drop` removed the route.
+    _registration: Ring,
     shared: Arc<Shared>,
     /// Losses already turned into gaps (cumulative, like the kernel's counter).
     accounted: u64,
@@ -49,65 +49,26 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Reads `buffer` (the ring `registration` registered), whose cgroup
+    /// the caller has just routed to it.
     pub(crate) fn start(
         shared: Arc<Shared>,
         cgroup_id: u64,
-        ring_bytes: u32,
+        buffer: RingBuf<MapData>,
+        registration: Ring,
     ) -> Result<Self, Error> {
-        let ring_def = aya_obj::Map::new_from_params(
-            bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
-            0,
-            0,
-            ring_bytes,
-            0,
-        );
-        let ring =
-            MapData::create(ring_def, "dk_ring", None).map_err(|e| map_error("dk_ring", e))?;
-
-        // The drops entry is the claim on the cgroup: inserted exclusively
-        // first, so a second watcher fails before touching the first's route.
-        let owner = RawDrops {
-            owner_pid: std::process::id(),
-            ..RawDrops::default()
-        };
-        shared
-            .drops
-            .lock()
-            .expect("drops map lock")
-            .insert(cgroup_id, owner, BPF_NOEXIST)
-            .map_err(|err| match &err {
-                MapError::SyscallError(SyscallError { io_error, .. })
-                    if io_error.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    Error::AlreadyWatched(cgroup_id)
-                }
-                _ => map_error("dk_drops", err),
-            })?;
-        let routed =
-            shared
-                .watch
-                .lock()
-                .expect("watch map lock")
-                .insert(cgroup_id, &ring, BPF_NOEXIST);
-        if let Err(err) = routed {
-            remove_claim(&shared, cgroup_id);
-            return Err(map_error("dk_watch", err));
-        }
-        let ring = Map::from_map_data(ring)
-            .and_then(RingBuf::try_from)
-            .map_err(|e| map_error("dk_ring", e));
-        let ring = ring.and_then(|ring| register(ring, cgroup_id));
-        let ring = match ring {
+        let ring = match register(buffer, cgroup_id) {
             Ok(ring) => ring,
             Err(err) => {
                 remove_route(&shared, cgroup_id);
                 return Err(err);
             }
         };
-        tracing::debug!(cgroup_id, ring_bytes, "watching");
+        tracing::debug!(cgroup_id, "watching");
         Ok(Self {
             cgroup_id,
             ring,
+            _registration: registration,
             shared,
             accounted: 0,
             last_ns: 0,
@@ -231,26 +192,15 @@ impl Drop for Watch {
     }
 }
 
-/// Stops the kernel routing events to this watcher, then releases the claim.
+/// Stops the kernel routing events to this watcher (and releases its claim
+/// on the cgroup).
 fn remove_route(shared: &Shared, cgroup_id: u64) {
-    if let Err(err) = shared
-        .watch
-        .lock()
-        .expect("watch map lock")
-        .remove(&cgroup_id)
-    {
-        tracing::warn!(cgroup_id, %err, "cannot remove the route");
-    }
-    remove_claim(shared, cgroup_id);
-}
-
-fn remove_claim(shared: &Shared, cgroup_id: u64) {
     if let Err(err) = shared
         .drops
         .lock()
         .expect("drops map lock")
         .remove(&cgroup_id)
     {
-        tracing::warn!(cgroup_id, %err, "cannot remove the drop counter");
+        tracing::warn!(cgroup_id, %err, "cannot remove the route");
     }
 }

@@ -495,6 +495,12 @@ async fn a_cgroup_has_one_watcher_and_a_dead_watchers_claim_is_released() {
         ["child", pid, "cgroup", id] => (pid.parse().unwrap(), id.parse().unwrap()),
         other => panic!("unexpected header {other:?}"),
     };
+    let rings = ring_buffers_of(watcher.0.id());
+    assert_eq!(
+        rings.len(),
+        1,
+        "the watcher holds one ring buffer: {rings:?}"
+    );
     drop(watcher); // SIGKILL: no destructor runs
                    // SAFETY: kill(2) on a pid we were just told about; ESRCH is fine.
     unsafe { libc::kill(sleeper, libc::SIGKILL) };
@@ -510,6 +516,37 @@ async fn a_cgroup_has_one_watcher_and_a_dead_watchers_claim_is_released() {
             .watch(id)
             .expect("the dead watcher's claim was released"),
     );
+    // Its ring buffer was unregistered too: the kernel frees it (after an
+    // RCU grace period) once nothing holds it.
+    let freed = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        aya::maps::MapInfo::from_id(rings[0]).is_err()
+    });
+    assert!(
+        freed,
+        "the dead watcher's ring buffer (map id {}) is still held",
+        rings[0]
+    );
+}
+
+/// Kernel map ids of the ring buffers process `pid` holds open (from the
+/// `map_type` and `map_id` lines of its fds' fdinfo).
+fn ring_buffers_of(pid: u32) -> Vec<u32> {
+    const BPF_MAP_TYPE_RINGBUF: &str = "27";
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            (field("map_type:")? == BPF_MAP_TYPE_RINGBUF)
+                .then(|| field("map_id:")?.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

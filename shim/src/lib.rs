@@ -32,6 +32,8 @@ mod stdio;
 pub use bootstrap::main;
 pub use error::{Error, Result};
 pub use events::{EventSink, RemoteEvents};
-pub use observer::{ContainerInfo, ContainerObserver, ExitInfo, NoopObserver, ObserverError};
+pub use observer::{
+    ContainerInfo, ContainerObserver, ContainerProcess, ExitInfo, NoopObserver, ObserverError,
+};
 pub use recording::FlightRecorder;
 pub use service::TaskService;

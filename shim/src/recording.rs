@@ -4,8 +4,11 @@
 //! Each recording runs on a thread of its own with its own small async
 //! runtime, so reading and storing file content never stalls the shim's
 //! task API, and a recorder that fails or panics takes nothing else down.
-//! `before_start` waits until that thread watches the container's cgroup,
-//! so the workload's first write is recorded; `after_exit` waits (bounded)
+//! `prepare` starts that thread while libcontainer builds the container: it
+//! loads the probe and registers a ring buffer (the slow part of watching,
+//! ~10 ms). `before_start` then waits until the thread routes the
+//! container's cgroup to that ring, so the workload's first write is
+//! recorded; `after_exit` waits (bounded)
 //! until the recording is finished, so it is complete when containerd
 //! reports the exit; `on_delete` moves it from the bundle to the
 //! recordings root and applies retention. A container annotated with
@@ -21,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use diffkeeper_probe::{AnyWatch, FanotifyWatch, InotifyWatch, Probe, ProbeConfig};
+use diffkeeper_probe::{AnyWatch, FanotifyWatch, InotifyWatch, Probe, ProbeConfig, Ring};
 use diffkeeper_recorder::{
     capture_of, container_key, run as drive, Archive, BaselineScan, PathFilter, RootView, Session,
     SessionOptions,
@@ -35,7 +38,9 @@ use diffkeeper_store::{
 use tokio::sync::oneshot;
 
 use crate::cri;
-use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo, ObserverError};
+use crate::observer::{
+    ContainerInfo, ContainerObserver, ContainerProcess, ExitInfo, ObserverError,
+};
 use crate::restore::restore;
 
 /// The recording's name inside the bundle while the container runs.
@@ -50,7 +55,28 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct FlightRecorder {
     config_path: PathBuf,
     probe: Arc<Mutex<Option<Arc<Probe>>>>,
+    prepared: Mutex<HashMap<String, Prepared>>,
     running: Mutex<HashMap<String, Running>>,
+}
+
+/// What `prepare` found and started for a container, until `before_start`.
+struct Prepared {
+    /// The container's configuration and the node's retention; `Ok(None)`:
+    /// the node config is broken, so nothing is recorded.
+    resolved: Result<Option<(Config, Retention)>, ObserverError>,
+    /// The recorder thread, if the container is to be recorded.
+    recorder: Option<Starting>,
+}
+
+/// A recorder thread between `prepare` and its first record.
+struct Starting {
+    file: PathBuf,
+    /// Sends it the built container (dropped: the container was never
+    /// built, so the thread gives up).
+    go: oneshot::Sender<ContainerProcess>,
+    ready: oneshot::Receiver<Result<SystemTime, String>>,
+    stop: oneshot::Sender<Option<i32>>,
+    finished: oneshot::Receiver<Result<Status, String>>,
 }
 
 /// One container's recording, from `before_start` to `on_delete`.
@@ -72,6 +98,7 @@ impl FlightRecorder {
         FlightRecorder {
             config_path,
             probe: Arc::default(),
+            prepared: Mutex::default(),
             running: Mutex::default(),
         }
     }
@@ -100,12 +127,27 @@ impl FlightRecorder {
         Ok(Some((resolved.config, node.config.retention)))
     }
 
-    async fn start(
-        &self,
-        info: &ContainerInfo,
-        config: Config,
-        node_retention: Retention,
-    ) -> Result<Running, String> {
+    /// Resolves the container's configuration and, if it is to be
+    /// recorded, starts its recorder thread (which waits for `go`).
+    fn prepare_now(&self, info: &ContainerInfo) -> Prepared {
+        let resolved = self.resolve(info);
+        let recorder = match &resolved {
+            Ok(Some((config, _))) if records(config, info) => {
+                match self.spawn_recorder(info, config) {
+                    Ok(starting) => Some(starting),
+                    Err(err) => {
+                        // Reported by `before_start`, under the failure policy.
+                        tracing::debug!(id = %info.id, %err, "recorder not started");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Prepared { resolved, recorder }
+    }
+
+    fn spawn_recorder(&self, info: &ContainerInfo, config: &Config) -> Result<Starting, String> {
         let filter = PathFilter::new(&config.include, &config.exclude)
             .map_err(|e| format!("include/exclude: {e}"))?;
         let file = info.bundle.join(BUNDLE_RECORDING);
@@ -115,15 +157,42 @@ impl FlightRecorder {
             config: config.clone(),
             filter,
         };
+        let (go_tx, go_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let probe = self.probe.clone();
         std::thread::Builder::new()
             .name(format!("dk-rec-{}", short_id(&info.id)))
-            .spawn(move || plan.record(&probe, ready_tx, stop_rx, done_tx))
+            .spawn(move || plan.record(&probe, go_rx, ready_tx, stop_rx, done_tx))
             .map_err(|e| format!("starting the recorder thread: {e}"))?;
-        let started = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+        Ok(Starting {
+            file,
+            go: go_tx,
+            ready: ready_rx,
+            stop: stop_tx,
+            finished: done_rx,
+        })
+    }
+
+    /// Lets the prepared recorder watch `process` and waits until it does.
+    async fn start(
+        &self,
+        info: &ContainerInfo,
+        process: &ContainerProcess,
+        starting: Option<Starting>,
+        config: Config,
+        node_retention: Retention,
+    ) -> Result<Running, String> {
+        // No recorder: its thread could not be started; say why now.
+        let starting = match starting {
+            Some(starting) => starting,
+            None => self.spawn_recorder(info, &config)?,
+        };
+        if starting.go.send(process.clone()).is_err() {
+            return Err("the recorder thread died while starting".into());
+        }
+        let started = match tokio::time::timeout(START_TIMEOUT, starting.ready).await {
             Ok(Ok(Ok(started))) => started,
             Ok(Ok(Err(err))) => return Err(err),
             Ok(Err(_)) => return Err("the recorder thread died while starting".into()),
@@ -133,6 +202,7 @@ impl FlightRecorder {
                 ))
             }
         };
+        let file = starting.file;
         let slot = Archive::new(&config.recordings_root)
             .slot(&info.namespace, &recordings_dir_of(info), started)
             .and_then(|slot| Archive::link_active(&slot, &file).map(|()| slot));
@@ -148,8 +218,8 @@ impl FlightRecorder {
             slot,
             config,
             node_retention,
-            stop: Some(stop_tx),
-            finished: Some(done_rx),
+            stop: Some(starting.stop),
+            finished: Some(starting.finished),
         })
     }
 
@@ -182,8 +252,26 @@ impl FlightRecorder {
 
 #[async_trait::async_trait]
 impl ContainerObserver for FlightRecorder {
-    async fn before_start(&self, info: &ContainerInfo) -> Result<(), ObserverError> {
-        let Some((config, node_retention)) = self.resolve(info)? else {
+    fn prepare(&self, info: &ContainerInfo) {
+        let prepared = self.prepare_now(info);
+        self.prepared
+            .lock()
+            .expect("prepared lock")
+            .insert(info.id.clone(), prepared);
+    }
+
+    async fn before_start(
+        &self,
+        info: &ContainerInfo,
+        process: &ContainerProcess,
+    ) -> Result<(), ObserverError> {
+        let prepared = self
+            .prepared
+            .lock()
+            .expect("prepared lock")
+            .remove(&info.id);
+        let Prepared { resolved, recorder } = prepared.unwrap_or_else(|| self.prepare_now(info));
+        let Some((config, node_retention)) = resolved? else {
             let restore_key = format!("{ANNOTATION_PREFIX}restore-from");
             if info.annotations.contains_key(&restore_key) {
                 return Err(format!(
@@ -199,13 +287,15 @@ impl ContainerObserver for FlightRecorder {
         if let Some(source) = &config.restore_from {
             restore(info, source, &config.recordings_root).await?;
         }
-        let sandbox = cri::is_sandbox(&info.annotations);
-        if !config.record || (sandbox && !config.record_sandbox) {
-            tracing::info!(id = %info.id, sandbox, "recording disabled");
+        if !records(&config, info) {
+            tracing::info!(id = %info.id, "recording disabled");
             return Ok(());
         }
         let policy = config.on_failure;
-        match self.start(info, config, node_retention).await {
+        match self
+            .start(info, process, recorder, config, node_retention)
+            .await
+        {
             Ok(running) => {
                 tracing::info!(id = %info.id, file = %running.file.display(), "recording");
                 self.running
@@ -230,6 +320,12 @@ impl ContainerObserver for FlightRecorder {
     }
 
     async fn on_delete(&self, info: &ContainerInfo) {
+        // Built never (or never started): its recorder thread, if any, sees
+        // `go` dropped and ends without a recording.
+        self.prepared
+            .lock()
+            .expect("prepared lock")
+            .remove(&info.id);
         self.finish(&info.id, None).await;
         let Some(running) = self
             .running
@@ -261,6 +357,11 @@ impl ContainerObserver for FlightRecorder {
             tracing::error!(id = %info.id, %err, "keeping the recording failed");
         }
     }
+}
+
+/// Whether `config` records the container (a pod's sandbox only if asked).
+fn records(config: &Config, info: &ContainerInfo) -> bool {
+    config.record && (config.record_sandbox || !cri::is_sandbox(&info.annotations))
 }
 
 /// The directory of the container's recordings under the recordings root:
@@ -368,11 +469,14 @@ struct Plan {
 }
 
 impl Plan {
-    /// The recorder thread: watch, create the recording, signal ready
-    /// (with the recording's start), record until stopped, finish.
+    /// The recorder thread: beside the build, load the probe and register
+    /// a ring buffer; once built (`go`), watch, create the recording,
+    /// signal ready (with the recording's start), record until stopped,
+    /// finish.
     fn record(
         self,
         probe: &Mutex<Option<Arc<Probe>>>,
+        go: oneshot::Receiver<ContainerProcess>,
         ready: oneshot::Sender<Result<SystemTime, String>>,
         stop: oneshot::Receiver<Option<i32>>,
         done: oneshot::Sender<Result<Status, String>>,
@@ -388,10 +492,17 @@ impl Plan {
             }
         };
         runtime.block_on(async move {
-            let watching = self.watch(probe);
+            let ring = match self.config.capture {
+                CaptureBackend::Ebpf | CaptureBackend::Auto => Some(self.ring(probe)),
+                CaptureBackend::Fanotify | CaptureBackend::Inotify => None,
+            };
+            let Ok(process) = go.await else {
+                return;
+            };
+            let watching = self.watch(ring, process.cgroup_id);
             // The root as the container's processes see it, mounts included;
             // the descriptor stays valid after they are gone.
-            let live_root = PathBuf::from(format!("/proc/{}/root", self.info.init_pid));
+            let live_root = PathBuf::from(format!("/proc/{}/root", process.init_pid));
             let root = RootView::open(&live_root)
                 .map_err(|e| format!("opening {}: {e}", live_root.display()));
             let started = SystemTime::now();
@@ -438,23 +549,34 @@ impl Plan {
         });
     }
 
-    /// The container's capture, as `capture` asks: eBPF on its cgroup, or
-    /// fanotify or inotify on its root filesystem (the fallback of `auto`).
-    fn watch(&self, probe: &Mutex<Option<Arc<Probe>>>) -> Result<AnyWatch, String> {
-        let cgroup_id = self.info.cgroup_id;
+    /// A ring buffer registered with this shim's probe (loaded on first
+    /// use, and again if another build retired its programs).
+    fn ring(&self, probe: &Mutex<Option<Arc<Probe>>>) -> Result<Ring, String> {
+        let ring = || loaded_probe(probe, &self.config).map(|p| p.ring());
+        let registered = match ring()? {
+            // A pod's shim outlives an upgrade: a newer build's load
+            // retires our programs while no container of ours records.
+            Err(diffkeeper_probe::Error::Retired(dir)) => {
+                tracing::info!(?dir, "probe set retired by another build; loading it again");
+                *probe.lock().expect("probe lock") = None;
+                ring()?
+            }
+            registered => registered,
+        };
+        registered.map_err(|e| format!("registering a ring buffer: {e}"))
+    }
+
+    /// The container's capture, as `capture` asks: eBPF on its cgroup
+    /// through `ring` (prepared for eBPF and `auto`), or fanotify or
+    /// inotify on its root filesystem (the fallback of `auto`).
+    fn watch(
+        &self,
+        ring: Option<Result<Ring, String>>,
+        cgroup_id: u64,
+    ) -> Result<AnyWatch, String> {
         let ebpf = || {
-            let watch = || loaded_probe(probe, &self.config).map(|p| p.watch(cgroup_id));
-            let watched = match watch()? {
-                // A pod's shim outlives an upgrade: a newer build's load
-                // retires our programs while no container of ours records.
-                Err(diffkeeper_probe::Error::Retired(dir)) => {
-                    tracing::info!(?dir, "probe set retired by another build; loading it again");
-                    *probe.lock().expect("probe lock") = None;
-                    watch()?
-                }
-                watched => watched,
-            };
-            watched
+            ring.expect("a ring is prepared for eBPF capture")?
+                .watch(cgroup_id)
                 .map(AnyWatch::Ebpf)
                 .map_err(|e| format!("watching cgroup {cgroup_id}: {e}"))
         };

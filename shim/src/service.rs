@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::events::EventSink;
 use crate::helper::{Helper, RootfsMount};
 use crate::instance::{send_signal, Exit, Instance, Process, ProcessStatus};
-use crate::observer::{ContainerInfo, ContainerObserver, ExitInfo};
+use crate::observer::{ContainerInfo, ContainerObserver, ContainerProcess, ExitInfo};
 use crate::spec;
 use crate::stdio::{PendingIo, StdioRequest};
 
@@ -111,6 +111,14 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
         let bundle = PathBuf::from(&req.bundle);
         let config_path = crate::options::config_path(req.options.as_ref())?;
         let bundle_spec = spec::prepare_bundle(&bundle, self.layout)?;
+        let info = ContainerInfo {
+            id: id.clone(),
+            namespace: self.namespace.clone(),
+            bundle: bundle.clone(),
+            rootfs: bundle_spec.rootfs,
+            annotations: bundle_spec.annotations,
+            config_path,
+        };
         let mounts: Vec<RootfsMount> = req
             .rootfs
             .iter()
@@ -127,6 +135,7 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
             terminal: req.terminal,
         };
         let (pending, fds) = PendingIo::prepare(&stdio, self.console_path(), &id, &self.namespace)?;
+        self.observer.prepare(&info);
         let created = self
             .helper
             .create(&id, &bundle, &mounts, pending.console_socket(), fds)
@@ -134,19 +143,17 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
         let pid = match created {
             Ok(pid) => pid,
             Err(err) => {
+                self.observer.on_delete(&info).await;
                 self.teardown(&id, &bundle, !mounts.is_empty(), None).await;
                 return Err(err);
             }
         };
         let exited = self.reaper.subscribe(pid);
         let built = Built {
-            id: id.clone(),
-            bundle: bundle.clone(),
-            spec: bundle_spec,
+            info,
             pid,
             stdio,
             mounted: !mounts.is_empty(),
-            config_path,
         };
         match self.attach(built, pending).await {
             Ok((instance, io)) => {
@@ -184,9 +191,10 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
                     .await;
                 Ok(pid as u32)
             }
-            Err((err, cgroup)) => {
+            Err((err, info, cgroup)) => {
                 let _ = send_signal(pid, libc::SIGKILL as u32);
                 let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
+                self.observer.on_delete(&info).await;
                 self.teardown(&id, &bundle, !mounts.is_empty(), cgroup)
                     .await;
                 Err(err)
@@ -194,48 +202,47 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
         }
     }
 
-    /// The recording hook: own cgroup, then the observer, then stdio.
+    /// The recording hook: own cgroup, then the observer, then stdio. On
+    /// failure, what the caller needs to tear down.
     async fn attach(
         &self,
         built: Built,
         pending: PendingIo,
-    ) -> std::result::Result<(Instance, crate::stdio::ProcessIo), (Error, Option<ContainerCgroup>)>
-    {
-        let (layout, namespace, id, pid) = (
-            self.layout,
-            self.namespace.clone(),
-            built.id.clone(),
-            built.pid,
-        );
+    ) -> std::result::Result<
+        (Instance, crate::stdio::ProcessIo),
+        (Error, ContainerInfo, Option<ContainerCgroup>),
+    > {
+        let Built {
+            info,
+            pid,
+            stdio,
+            mounted,
+        } = built;
+        let (layout, namespace, id) = (self.layout, self.namespace.clone(), info.id.clone());
         let cgroup = tokio::task::spawn_blocking(move || {
             ContainerCgroup::attach(layout, &namespace, &id, pid)
         })
         .await
-        .map_err(|e| (Error::Runtime(format!("cgroup task: {e}")), None))?
-        .map_err(|e| (e, None))?;
-        let info = ContainerInfo {
-            id: built.id,
-            namespace: self.namespace.clone(),
-            bundle: built.bundle,
-            rootfs: built.spec.rootfs,
+        .map_err(|e| Error::Runtime(format!("cgroup task: {e}")))
+        .and_then(|attached| attached);
+        let cgroup = match cgroup {
+            Ok(cgroup) => cgroup,
+            Err(err) => return Err((err, info, None)),
+        };
+        let process = ContainerProcess {
             cgroup_id: cgroup.id(),
             cgroup_path: cgroup.path().to_owned(),
-            init_pid: built.pid,
-            annotations: built.spec.annotations,
-            config_path: built.config_path,
+            init_pid: pid,
         };
-        if let Err(err) = self.observer.before_start(&info).await {
-            return Err((Error::Observer(err.to_string()), Some(cgroup)));
+        if let Err(err) = self.observer.before_start(&info, &process).await {
+            return Err((Error::Observer(err.to_string()), info, Some(cgroup)));
         }
         let io = match pending.finish().await {
             Ok(io) => io,
-            Err(err) => {
-                self.observer.on_delete(&info).await;
-                return Err((err, Some(cgroup)));
-            }
+            Err(err) => return Err((err, info, Some(cgroup))),
         };
-        let process = Arc::new(Process::new("", built.stdio, None));
-        Ok((Instance::new(info, cgroup, built.mounted, process), io))
+        let process = Arc::new(Process::new("", stdio, None));
+        Ok((Instance::new(info, cgroup, mounted, process), io))
     }
 
     /// Best-effort cleanup after a failed create or on delete.
@@ -544,15 +551,11 @@ impl<O: ContainerObserver, E: EventSink> TaskService<O, E> {
 
 /// A container libcontainer has built: init exists, blocked before exec.
 struct Built {
-    id: String,
-    bundle: PathBuf,
-    spec: spec::BundleSpec,
+    info: ContainerInfo,
     pid: i32,
     stdio: StdioRequest,
     /// Whether the shim mounted the rootfs.
     mounted: bool,
-    /// The node config file the runtime options name.
-    config_path: Option<PathBuf>,
 }
 
 fn display_id(id: &str, exec_id: &str) -> String {
