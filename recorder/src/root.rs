@@ -24,8 +24,9 @@ pub struct RootView {
 /// What was found at a path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Snapshot {
-    /// A regular file, its permission bits and content.
-    File { mode: u32, data: Vec<u8> },
+    /// A regular file and its permission bits (its content is in the
+    /// caller's buffer).
+    File { mode: u32 },
     /// A regular file larger than the limit: not read.
     TooLarge { size: u64 },
     /// Not a regular file (the events say what it became).
@@ -60,8 +61,15 @@ impl RootView {
         rustix::fs::fstat(&fd).ok().map(|st| st.st_mode & 0o7777)
     }
 
-    /// The content of `path` if it is a regular file of at most `limit` bytes.
-    pub fn read(&self, path: &RecPath, limit: u64) -> std::io::Result<Snapshot> {
+    /// Reads `path` into `data` (replacing what it held) if it is a regular
+    /// file of at most `limit` bytes.
+    pub fn read(
+        &self,
+        path: &RecPath,
+        limit: u64,
+        data: &mut Vec<u8>,
+    ) -> std::io::Result<Snapshot> {
+        data.clear();
         let relative = &path.as_bytes()[1..];
         let opened = rustix::fs::openat2(
             &self.dir,
@@ -85,11 +93,9 @@ impl RootView {
         if size > limit {
             return Ok(Snapshot::TooLarge { size });
         }
-        let mut data = Vec::with_capacity(size as usize);
+        data.reserve(size as usize);
         // The file may grow while we read: never read past the limit.
-        std::fs::File::from(fd)
-            .take(limit + 1)
-            .read_to_end(&mut data)?;
+        std::fs::File::from(fd).take(limit + 1).read_to_end(data)?;
         if data.len() as u64 > limit {
             return Ok(Snapshot::TooLarge {
                 size: data.len() as u64,
@@ -97,7 +103,6 @@ impl RootView {
         }
         Ok(Snapshot::File {
             mode: stat.st_mode & 0o7777,
-            data,
         })
     }
 }
@@ -115,22 +120,26 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", root.path().join("file-link")).unwrap();
         let view = RootView::open(root.path()).unwrap();
         let p = |s: &str| RecPath::new(s).unwrap();
+        let mut data = Vec::new();
         // An intermediate absolute symlink resolves against the root.
         assert_eq!(
-            view.read(&p("/link/passwd"), 1 << 20).unwrap(),
+            view.read(&p("/link/passwd"), 1 << 20, &mut data).unwrap(),
             Snapshot::File {
-                mode: 0o666 & !umask(),
-                data: b"inside".to_vec()
+                mode: 0o666 & !umask()
             }
         );
+        assert_eq!(data, b"inside");
         // The last component is never followed.
         assert_eq!(
-            view.read(&p("/file-link"), 1 << 20).unwrap(),
+            view.read(&p("/file-link"), 1 << 20, &mut data).unwrap(),
             Snapshot::NotAFile
         );
-        assert_eq!(view.read(&p("/missing"), 1 << 20).unwrap(), Snapshot::Gone);
         assert_eq!(
-            view.read(&p("/etc/passwd"), 3).unwrap(),
+            view.read(&p("/missing"), 1 << 20, &mut data).unwrap(),
+            Snapshot::Gone
+        );
+        assert_eq!(
+            view.read(&p("/etc/passwd"), 3, &mut data).unwrap(),
             Snapshot::TooLarge { size: 6 }
         );
     }

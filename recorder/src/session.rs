@@ -142,7 +142,15 @@ pub struct Session {
     /// base is then older than the ranges). Checked where a `Dirty` is
     /// made; a loss also makes every existing one `Unknown` (which stays).
     trust_ranges: bool,
+    /// Reused for every read: a large file read again and again (a
+    /// database) costs no fresh allocation and page faults each time.
+    /// Released once unused for `KEEP_READ_BUFFER`.
+    read_buffer: Vec<u8>,
+    read_buffer_used_ns: u64,
 }
+
+/// How long an idle read buffer (over 1 MiB) is kept for the next read.
+const KEEP_READ_BUFFER: Duration = Duration::from_secs(1);
 
 /// What an event did to the bytes of a file it dirtied.
 enum Touch {
@@ -172,6 +180,8 @@ impl Session {
             baseline: BaselineStatus::default(),
             baseline_late: 0,
             trust_ranges: true,
+            read_buffer: Vec::new(),
+            read_buffer_used_ns: 0,
         }
     }
 
@@ -272,6 +282,10 @@ impl Session {
         let stale = self.dirty_since(|d| !d.gone && now_ns.saturating_sub(d.since_ns) >= debounce);
         for path in stale {
             self.flush(&path, now_ns);
+        }
+        let idle = now_ns.saturating_sub(self.read_buffer_used_ns);
+        if self.read_buffer.capacity() > 1 << 20 && idle >= KEEP_READ_BUFFER.as_nanos() as u64 {
+            self.read_buffer = Vec::new();
         }
         if let Err(err) = self.store.tick() {
             tracing::warn!(%err, "recording commit failed");
@@ -731,7 +745,15 @@ impl Session {
         let Some(dirty) = self.dirty.remove(path) else {
             return;
         };
-        let snapshot = match self.root.read(path, self.options.max_file_size) {
+        let mut data = std::mem::take(&mut self.read_buffer);
+        self.record_content(path, t, dirty, &mut data);
+        self.read_buffer = data;
+        self.read_buffer_used_ns = self.read_buffer_used_ns.max(t);
+    }
+
+    /// Reads `path` into `data` and records it as the version `dirty` asked for.
+    fn record_content(&mut self, path: &RecPath, t: u64, dirty: Dirty, data: &mut Vec<u8>) {
+        let snapshot = match self.root.read(path, self.options.max_file_size, data) {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 self.trust_ranges = false;
@@ -741,7 +763,7 @@ impl Session {
             }
         };
         let (mode, data) = match snapshot {
-            Snapshot::File { mode, data } => (mode, data),
+            Snapshot::File { mode } => (mode, &data[..]),
             Snapshot::NotAFile => {
                 self.trust_ranges = false;
                 return;
@@ -772,7 +794,7 @@ impl Session {
         let changed = dirty.changed.ranges();
         let result = self
             .store
-            .store_version(path, &data, changed)
+            .store_version(path, data, changed)
             .and_then(|content| {
                 let op = match known {
                     // Read again without a change (e.g. a close after a read-write open).
