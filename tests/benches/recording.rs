@@ -7,7 +7,7 @@
 //! `cargo bench -p diffkeeper-tests --bench recording` (root, containerd).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diffkeeper_tests::{
     cli_binary, containerd_or_skip, leaks, Containerd, DIFFKEEPER_RUNTIME, RUNC_RUNTIME, RUNTIMES,
@@ -18,6 +18,8 @@ const WORKLOAD: &str = include_str!("../../bench/workload.sh");
 
 /// One container run of the workload.
 struct Sample {
+    /// The workload's own run time, timed inside the container (container
+    /// start is `--bench startup`'s subject).
     wall: Duration,
     /// CPU of the workload's processes.
     workload_cpu: Duration,
@@ -88,11 +90,12 @@ fn main() {
 
 fn run_once(ctrd: &Containerd, runtime: &str, id: &str) -> Sample {
     let rootfs = ctrd.rootfs.to_string_lossy().into_owned();
-    // The outer shell's children CPU (cutime, cstime) is the workload's.
+    // The outer shell's children CPU (cutime, cstime) is the workload's;
+    // /proc/uptime times it (10 ms resolution; busybox's date has no %N).
     let script = format!(
-        "rm -rf /{id}; sh /bench/workload.sh /{id} > /{id}.out; cat /proc/$$/stat > /{id}.stat"
+        "rm -rf /{id}; read start _ < /proc/uptime; sh /bench/workload.sh /{id} > /{id}.out; \
+         read end _ < /proc/uptime; echo $start $end > /{id}.time; cat /proc/$$/stat > /{id}.stat"
     );
-    let started = Instant::now();
     ctrd.ctr(&[
         "run",
         "-d",
@@ -109,12 +112,17 @@ fn run_once(ctrd: &Containerd, runtime: &str, id: &str) -> Sample {
     let shims = leaks::shims_of(&ctrd.address);
     assert_eq!(shims.len(), 1, "{shims:?}");
     let shim = shims[0].pid;
+    // Asked rarely: every `ctr` run costs CPU the workload would share.
     assert!(
-        ctrd.wait_status(id, "STOPPED", Duration::from_secs(600)),
+        ctrd.poll_status(
+            id,
+            "STOPPED",
+            Duration::from_secs(600),
+            Duration::from_millis(500)
+        ),
         "{runtime}: the workload did not finish\n{}",
         ctrd.log()
     );
-    let wall = started.elapsed();
     let shim_cpu = cpu_of(
         &std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap(),
         USER_TIME,
@@ -126,13 +134,27 @@ fn run_once(ctrd: &Containerd, runtime: &str, id: &str) -> Sample {
         &std::fs::read_to_string(root.join(format!("{id}.stat"))).unwrap(),
         CHILDREN_TIME,
     );
+    let times = std::fs::read_to_string(root.join(format!("{id}.time"))).unwrap();
+    let [start, end] = [0, 1].map(|i| {
+        times
+            .split_whitespace()
+            .nth(i)
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("workload times: {times:?}"))
+    });
+    let wall = Duration::from_secs_f64(end - start);
     let out = std::fs::read_to_string(root.join(format!("{id}.out"))).unwrap();
     let bytes_written = out
         .split_whitespace()
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("workload output: {out:?}"));
-    for leftover in [id.to_string(), format!("{id}.out"), format!("{id}.stat")] {
+    for leftover in [
+        id.to_string(),
+        format!("{id}.out"),
+        format!("{id}.stat"),
+        format!("{id}.time"),
+    ] {
         let path = root.join(leftover);
         let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
     }

@@ -327,12 +327,24 @@ disabled_plugins = {disabled}
 
     /// Waits until task `id` has `status` (e.g. `RUNNING`).
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> bool {
+        self.poll_status(id, status, timeout, Duration::from_millis(50))
+    }
+
+    /// [`Containerd::wait_status`], asking every `interval` (each asking
+    /// runs `ctr`, which costs CPU a benchmark's workload would share).
+    pub fn poll_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+        interval: Duration,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.tasks().iter().any(|(t, _, s)| t == id && s == status) {
                 return true;
             }
-            sleep(Duration::from_millis(50));
+            sleep(interval);
         }
         false
     }
