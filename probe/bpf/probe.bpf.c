@@ -141,6 +141,19 @@ struct {
 	__type(value, __u64);
 } dk_dirty SEC(".maps");
 
+/*
+ * tgid -> 1 for processes that made a shared writable mapping (an mmap record
+ * went out): only their exec or exit (address space gone, the recorder reads
+ * what they stored) must wake the reader at once. Bounded: a mapper evicted
+ * by newer ones is seen within DRAIN_INTERVAL instead.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} dk_mappers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -235,13 +248,27 @@ static __always_inline void count_loss(struct dk_drops *drops, __u64 now)
 	__sync_fetch_and_add(&drops->dropped, 1);
 }
 
+/* Whether the current process made shared writable mappings; forgets it. */
+static __always_inline bool forget_mappings(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!bpf_map_lookup_elem(&dk_mappers, &tgid))
+		return false;
+	bpf_map_delete_elem(&dk_mappers, &tgid);
+	return true;
+}
+
 /*
- * A wakeup per record costs the writer a cross-CPU wakeup and the reader a
- * context switch each: at 200k events/s that halved throughput. So records
- * wake the reader only for the events a recorder must act on before the
- * file changes again: the moments it reads content (close, fsync, msync), the
- * ones that make content unreachable (rename, unlink), and process events
- * (exec, exit); and once when the waiting data crosses 1/16 of the ring.
+ * A wakeup per record costs the writer a cross-CPU wakeup (an interrupt: in a
+ * VM, an exit to the hypervisor) and the reader a context switch each: at
+ * 200k events/s that halved throughput. So records wake the reader only for
+ * the events a recorder must act on before the file changes again: the
+ * moments it reads content (close, fsync, msync), the ones that make content
+ * unreachable (rename, unlink), and the exec or exit of a process that made
+ * shared writable mappings (the rest of process churn, half the wakeups of a
+ * fork-heavy workload, needs nothing at once); and once when the waiting data
+ * crosses 1/16 of the ring.
  * Only the crossing: a reader busy storing content leaves the ring above the
  * mark, and waking it again for every write of a database's burst made each
  * write raise an interrupt (measured: sqlite3's own kernel time x4). Writes
@@ -258,9 +285,11 @@ static __always_inline __u64 wakeup(void *ring, __u16 op, __u32 size)
 	case DK_OP_MSYNC:
 	case DK_OP_RENAME:
 	case DK_OP_UNLINK:
+		return BPF_RB_FORCE_WAKEUP;
 	case DK_OP_EXEC:
 	case DK_OP_EXIT:
-		return BPF_RB_FORCE_WAKEUP;
+		if (forget_mappings())
+			return BPF_RB_FORCE_WAKEUP;
 	}
 	mark = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16;
 	waiting = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
@@ -405,6 +434,12 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 		s->ev.path_len = len;
 		if (in->how & DK_HOW_DIRTIES)
 			mark_dirty(id, s->ev.fd, file);
+		if (in->op == DK_OP_MMAP) {
+			__u32 tgid = id >> 32;
+			__u8 one = 1;
+
+			bpf_map_update_elem(&dk_mappers, &tgid, &one, BPF_ANY);
+		}
 	}
 	emit(ring, route, s, len);
 }
