@@ -445,7 +445,6 @@ impl<K: Eq + Hash + Clone> DirTree<K> {
     }
 }
 
-/// `CLOCK_MONOTONIC`, the clock eBPF timestamps use too.
 /// `path`, at or below `from`, as it is named once `from` is renamed `to`.
 fn rebased(path: &Path, from: &Path, to: &Path) -> PathBuf {
     match path.strip_prefix(from) {
@@ -454,6 +453,7 @@ fn rebased(path: &Path, from: &Path, to: &Path) -> PathBuf {
     }
 }
 
+/// `CLOCK_MONOTONIC`, the clock eBPF timestamps use too.
 fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64

@@ -64,8 +64,9 @@ struct Prepared {
     /// The container's configuration and the node's retention; `Ok(None)`:
     /// the node config is broken, so nothing is recorded.
     resolved: Result<Option<(Config, Retention)>, ObserverError>,
-    /// The recorder thread, if the container is to be recorded.
-    recorder: Option<Starting>,
+    /// The recorder thread (or why it could not start), if the container
+    /// is to be recorded.
+    recorder: Option<Result<Starting, String>>,
 }
 
 /// A recorder thread between `prepare` and its first record.
@@ -133,14 +134,7 @@ impl FlightRecorder {
         let resolved = self.resolve(info);
         let recorder = match &resolved {
             Ok(Some((config, _))) if records(config, info) => {
-                match self.spawn_recorder(info, config) {
-                    Ok(starting) => Some(starting),
-                    Err(err) => {
-                        // Reported by `before_start`, under the failure policy.
-                        tracing::debug!(id = %info.id, %err, "recorder not started");
-                        None
-                    }
-                }
+                Some(self.spawn_recorder(info, config))
             }
             _ => None,
         };
@@ -180,15 +174,11 @@ impl FlightRecorder {
         &self,
         info: &ContainerInfo,
         process: &ContainerProcess,
-        starting: Option<Starting>,
+        starting: Result<Starting, String>,
         config: Config,
         node_retention: Retention,
     ) -> Result<Running, String> {
-        // No recorder: its thread could not be started; say why now.
-        let starting = match starting {
-            Some(starting) => starting,
-            None => self.spawn_recorder(info, &config)?,
-        };
+        let starting = starting?;
         if starting.go.send(process.clone()).is_err() {
             return Err("the recorder thread died while starting".into());
         }
@@ -287,10 +277,11 @@ impl ContainerObserver for FlightRecorder {
         if let Some(source) = &config.restore_from {
             restore(info, source, &config.recordings_root).await?;
         }
-        if !records(&config, info) {
+        // `prepare` started no recorder: the config says not to record.
+        let Some(recorder) = recorder else {
             tracing::info!(id = %info.id, "recording disabled");
             return Ok(());
-        }
+        };
         let policy = config.on_failure;
         match self
             .start(info, process, recorder, config, node_retention)
