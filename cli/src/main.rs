@@ -11,6 +11,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    if !matches!(cli.command, args::Command::Record(_)) {
+        exit_quietly_on_closed_pipe();
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -18,4 +21,14 @@ fn main() -> ExitCode {
             ExitCode::from(output::EXIT_ERROR)
         }
     }
+}
+
+/// `diffkeeper timeline … | head` must end quietly when `head` has read
+/// enough, like any Unix filter: Rust ignores SIGPIPE, so printing to the
+/// closed pipe would panic. The readers get the default action back; `record`
+/// keeps ignoring it, since a closed terminal must not kill it before the
+/// recording is finished.
+fn exit_quietly_on_closed_pipe() {
+    // SAFETY: restores a default disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }

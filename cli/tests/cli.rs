@@ -148,6 +148,26 @@ fn timeline_shows_pids_paths_and_gaps() {
     );
 }
 
+/// `diffkeeper timeline | head`: once the reader is gone, the output stops
+/// the way a Unix filter's does (SIGPIPE), not with a panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    recording(root.path(), "default", "web-1", "a");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_diffkeeper"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["timeline", "web-1"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
 #[test]
 fn cat_diff_export_verify() {
     let root = tempfile::tempdir().unwrap();
