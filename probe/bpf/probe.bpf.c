@@ -119,6 +119,18 @@ struct {
 } dk_drops SEC(".maps");
 
 /*
+ * dk_ring_key -> 1 while that ring's reader sleeps until woken, 0 while it
+ * drains on a short timer (it saw events a moment ago). Set by the reader,
+ * cleared by the record that wakes it; see wakeup().
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DK_MAX_WATCHES);
+	__type(key, __u64);
+	__type(value, __u32);
+} dk_sleepers SEC(".maps");
+
+/*
  * Each thread's syscall in flight: its stashed arguments. Task-local storage,
  * not a hash keyed by pid_tgid: a thread that never made a watched call has
  * none, so an unwatched task's sys_exit costs a pointer test instead of a
@@ -260,22 +272,41 @@ static __always_inline bool forget_mappings(void)
 }
 
 /*
- * A wakeup per record costs the writer a cross-CPU wakeup (an interrupt: in a
- * VM, an exit to the hypervisor) and the reader a context switch each: at
- * 200k events/s that halved throughput. So records wake the reader only for
- * the events a recorder must act on before the file changes again: the
- * moments it reads content (close, fsync, msync), the ones that make content
- * unreachable (rename, unlink), and the exec or exit of a process that made
- * shared writable mappings (the rest of process churn, half the wakeups of a
- * fork-heavy workload, needs nothing at once); and once when the waiting data
- * crosses 1/16 of the ring.
+ * Whether this record must interrupt the reader: only if it sleeps, and then
+ * once (the flag is taken). A reader that saw events a moment ago drains on a
+ * short timer instead (POLL_INTERVAL in src/watch.rs), so a burst of closes
+ * costs no interrupt each. A reader without a flag is woken every time.
+ */
+static __always_inline __u64 wake_sleeper(const struct dk_drops *route)
+{
+	__u64 key = dk_ring_key(route->owner_pid, route->ring_id);
+	__u32 *asleep = bpf_map_lookup_elem(&dk_sleepers, &key);
+
+	if (!asleep)
+		return BPF_RB_FORCE_WAKEUP;
+	if (*asleep && __sync_lock_test_and_set(asleep, 0))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * A wakeup costs the writer an interrupt (irq_work raised by a self-IPI: in a
+ * VM, an exit to the hypervisor) and the reader a context switch: at 200k
+ * events/s a wakeup per record halved throughput, and one per close was the
+ * largest cost the probe added to a file-churning shell. So a record wakes
+ * a sleeping reader only for the events it must act on before the file
+ * changes again: the moments it reads content (close, fsync, msync), the
+ * ones that make content unreachable (rename, unlink), and the exec or exit
+ * of a process that made shared writable mappings (the rest of process churn,
+ * half the wakeups of a fork-heavy workload, needs nothing at once); and any
+ * reader once when the waiting data crosses 1/16 of the ring.
  * Only the crossing: a reader busy storing content leaves the ring above the
  * mark, and waking it again for every write of a database's burst made each
  * write raise an interrupt (measured: sqlite3's own kernel time x4). Writes
- * otherwise never wake it; the reader also drains on a short timer
- * (DRAIN_INTERVAL in src/watch.rs).
+ * otherwise never wake it; the reader also drains on a timer.
  */
-static __always_inline __u64 wakeup(void *ring, __u16 op, __u32 size)
+static __always_inline __u64 wakeup(void *ring, const struct dk_drops *route, __u16 op,
+				    __u32 size)
 {
 	__u64 mark, waiting;
 
@@ -285,11 +316,11 @@ static __always_inline __u64 wakeup(void *ring, __u16 op, __u32 size)
 	case DK_OP_MSYNC:
 	case DK_OP_RENAME:
 	case DK_OP_UNLINK:
-		return BPF_RB_FORCE_WAKEUP;
+		return wake_sleeper(route);
 	case DK_OP_EXEC:
 	case DK_OP_EXIT:
 		if (forget_mappings())
-			return BPF_RB_FORCE_WAKEUP;
+			return wake_sleeper(route);
 	}
 	mark = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 16;
 	waiting = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
@@ -330,7 +361,7 @@ static __always_inline void emit(void *ring, struct dk_drops *drops, struct dk_s
 	if (paths > 2 * DK_WALK_END)
 		paths = 2 * DK_WALK_END;
 	size = sizeof(s->ev) + (paths & DK_SLOT_MASK);
-	if (bpf_ringbuf_output(ring, &s->ev, size, wakeup(ring, s->ev.op, size)))
+	if (bpf_ringbuf_output(ring, &s->ev, size, wakeup(ring, drops, s->ev.op, size)))
 		count_loss(drops, now);
 }
 

@@ -35,6 +35,7 @@ const OBJECT_ID: &str = env!("DIFFKEEPER_PROBE_OBJECT_ID");
 /// Tail-call targets, in `enum dk_handler` order (bpf/probe.bpf.c).
 const HANDLERS: [&str; 3] = ["dk_handle_fd", "dk_handle_path", "dk_handle_path2"];
 const RINGS_MAP: &str = "dk_rings";
+const SLEEPERS_MAP: &str = "dk_sleepers";
 /// Routes and loss counters. Every build since the first names and lays it
 /// out the same way (see `struct dk_drops`), so any build can read another's.
 const DROPS_MAP: &str = "dk_drops";
@@ -80,6 +81,9 @@ pub(crate) struct Shared {
     /// `dk_rings`: ring key -> ring buffer (`None`: a set another build
     /// made, opened only to see whether it has live watchers).
     pub(crate) rings: Option<Mutex<HashOfMaps<MapData, u64>>>,
+    /// `dk_sleepers`: ring key -> whether its reader sleeps until woken
+    /// (`None` like `rings`).
+    sleepers: Option<Mutex<HashMap<MapData, u64, u32>>>,
     /// `dk_drops`: cgroup id -> route and loss counters.
     pub(crate) drops: Mutex<HashMap<MapData, u64, RawDrops>>,
     pin_dir: PathBuf,
@@ -185,14 +189,23 @@ impl Shared {
         };
         let pinned_ino =
             Self::pinned_ino(&pin_dir).ok_or_else(|| Error::Retired(pin_dir.clone()))?;
-        let rings = match open(RINGS_MAP) {
-            Ok(map) => Some(HashOfMaps::try_from(map).map_err(|e| map_error(RINGS_MAP, e))?),
-            Err(_) if !ours => None,
-            Err(err) => return Err(err),
+        let (rings, sleepers) = if ours {
+            let rings = HashOfMaps::try_from(open(RINGS_MAP)?);
+            let sleepers = HashMap::try_from(open(SLEEPERS_MAP)?);
+            (
+                Some(rings.map_err(|e| map_error(RINGS_MAP, e))?),
+                Some(sleepers.map_err(|e| map_error(SLEEPERS_MAP, e))?),
+            )
+        } else {
+            let rings = open(RINGS_MAP)
+                .ok()
+                .and_then(|m| HashOfMaps::try_from(m).ok());
+            (rings, None)
         };
         let drops = HashMap::try_from(open(DROPS_MAP)?).map_err(|e| map_error(DROPS_MAP, e))?;
         Ok(Self {
             rings: rings.map(Mutex::new),
+            sleepers: sleepers.map(Mutex::new),
             drops: Mutex::new(drops),
             pin_dir,
             pinned_ino,
@@ -210,6 +223,15 @@ impl Shared {
             .expect("this build's set has dk_rings")
             .lock()
             .expect("rings map lock")
+    }
+
+    /// `dk_sleepers` of this build's set.
+    pub(crate) fn sleepers(&self) -> std::sync::MutexGuard<'_, HashMap<MapData, u64, u32>> {
+        self.sleepers
+            .as_ref()
+            .expect("this build's set has dk_sleepers")
+            .lock()
+            .expect("sleepers map lock")
     }
 
     /// Whether these maps are still the pinned ones (the set was not
@@ -263,6 +285,11 @@ impl Shared {
             tracing::info!(key, "removing the ring of a watcher that died");
             if let Err(err) = rings.remove(&key) {
                 tracing::debug!(key, %err, "stale ring already gone");
+            }
+            // Registered after the ring (see `Ring::register`), so never
+            // left behind without one.
+            if let Err(err) = self.sleepers().remove(&key) {
+                tracing::debug!(key, %err, "stale sleep flag already gone");
             }
         }
     }
@@ -337,7 +364,7 @@ fn install(pin_dir: &Path) -> Result<(), Error> {
     // aya has no user-space type for task storage (dk_inflight); only the
     // programs use it, so it is created as a plain map.
     let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT)?;
-    for name in [RINGS_MAP, DROPS_MAP, HANDLERS_MAP] {
+    for name in [RINGS_MAP, SLEEPERS_MAP, DROPS_MAP, HANDLERS_MAP] {
         let map = ebpf.map(name).ok_or_else(|| missing("map", name))?;
         let path = partial.join(name);
         map.pin(&path).map_err(|e| Error::Pin {

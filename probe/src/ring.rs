@@ -39,9 +39,10 @@ impl Ring {
         );
         let data = MapData::create(def, "dk_ring", None).map_err(|e| map_error("dk_ring", e))?;
         let id = data.info().map_err(|e| map_error("dk_ring", e))?.id();
+        let key = ring_key(std::process::id(), id);
         shared
             .rings()
-            .insert(ring_key(std::process::id(), id), &data, BPF_NOEXIST)
+            .insert(key, &data, BPF_NOEXIST)
             .map_err(|e| map_error("dk_rings", e))?;
         // From here on, dropping `ring` unregisters it.
         let mut ring = Ring {
@@ -49,6 +50,11 @@ impl Ring {
             buffer: None,
             id,
         };
+        // Awake: the reader polls at first (see `Watch::next`).
+        ring.shared
+            .sleepers()
+            .insert(key, AWAKE, 0)
+            .map_err(|e| map_error("dk_sleepers", e))?;
         ring.buffer = Some(
             Map::from_map_data(data)
                 .and_then(RingBuf::try_from)
@@ -85,13 +91,35 @@ impl Ring {
         let buffer = self.buffer.take().expect("a ring not yet watched");
         Watch::start(Arc::clone(&self.shared), cgroup_id, buffer, self)
     }
+
+    /// Tells the programs that the reader is about to sleep until woken:
+    /// the next record that needs it acted on at once wakes it (and clears
+    /// this). While it has not said so, records do not interrupt the
+    /// workload to wake it: the reader drains on a timer.
+    pub(crate) fn announce_sleep(&self) -> Result<(), Error> {
+        self.shared
+            .sleepers()
+            .insert(self.key(), ASLEEP, 0)
+            .map_err(|e| map_error("dk_sleepers", e))
+    }
+
+    fn key(&self) -> u64 {
+        ring_key(std::process::id(), self.id)
+    }
 }
+
+/// Values of `dk_sleepers` (bpf/probe.bpf.c).
+const AWAKE: u32 = 0;
+const ASLEEP: u32 = 1;
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        let key = ring_key(std::process::id(), self.id);
+        let key = self.key();
         if let Err(err) = self.shared.rings().remove(&key) {
             tracing::warn!(key, %err, "cannot unregister the ring buffer");
+        }
+        if let Err(err) = self.shared.sleepers().remove(&key) {
+            tracing::debug!(key, %err, "no sleep flag to remove");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -15,10 +15,19 @@ use crate::probe::Shared;
 use crate::ring::Ring;
 use crate::Error;
 
-/// The kernel wakes a watcher only for batches and the events a recorder
-/// must act on at once (see `wakeup()` in bpf/probe.bpf.c), and a failed reservation wakes nobody, so
-/// the watcher also drains and checks the drop counter this often.
+/// The kernel wakes a sleeping watcher only for batches and the events a
+/// recorder must act on at once (see `wakeup()` in bpf/probe.bpf.c), and a
+/// failed reservation wakes nobody, so the watcher also drains and checks
+/// the drop counter this often.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// For `LINGER` after its latest record the watcher is awake: it drains
+/// every `POLL_INTERVAL` and no record interrupts the workload to wake it
+/// (each wakeup is an interrupt on the writer's CPU). Then it announces that
+/// it sleeps, and the next record that must be acted on at once wakes it. A
+/// close in a busy container therefore waits at most `POLL_INTERVAL` for
+/// the reader, one after a quiet moment not at all.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Receives the records of one cgroup until dropped.
 ///
@@ -40,7 +49,11 @@ pub struct Watch {
     cgroup_id: u64,
     ring: AsyncFd<RingBuf<MapData>>,
     /// Unregisters the ring when dropped: after `drop` removed the route.
-    _registration: Ring,
+    registration: Ring,
+    /// When the latest record was read (see `LINGER`).
+    last_record: Instant,
+    /// Whether the programs were told that this watcher sleeps.
+    asleep: bool,
     shared: Arc<Shared>,
     /// Losses already turned into gaps (cumulative, like the kernel's counter).
     accounted: u64,
@@ -68,7 +81,9 @@ impl Watch {
         Ok(Self {
             cgroup_id,
             ring,
-            _registration: registration,
+            registration,
+            last_record: Instant::now(),
+            asleep: false,
             shared,
             accounted: 0,
             last_ns: 0,
@@ -86,7 +101,17 @@ impl Watch {
             if let Some(record) = self.try_next() {
                 return Some(record);
             }
-            match tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await {
+            let wait = if self.last_record.elapsed() < LINGER {
+                POLL_INTERVAL
+            } else if self.asleep {
+                DRAIN_INTERVAL
+            } else {
+                // A record committed before the announcement woke nobody:
+                // look again once it is made.
+                self.announce_sleep();
+                continue;
+            };
+            match tokio::time::timeout(wait, self.ring.readable_mut()).await {
                 Err(_idle) => {}
                 Ok(Ok(mut ready)) => ready.clear_ready(),
                 Ok(Err(err)) => {
@@ -109,6 +134,8 @@ impl Watch {
             match decoded {
                 Ok(Decoded::Event(event)) => {
                     self.last_ns = event.ts_ns;
+                    self.last_record = Instant::now();
+                    self.asleep = false;
                     return Some(Record::Event(event));
                 }
                 Ok(Decoded::Gap(gap)) => {
@@ -128,6 +155,14 @@ impl Watch {
                 }
             }
         }
+    }
+
+    fn announce_sleep(&mut self) {
+        if let Err(err) = self.registration.announce_sleep() {
+            // Records then wait for the drain timer: later, never lost.
+            tracing::warn!(cgroup_id = self.cgroup_id, %err, "cannot announce sleep");
+        }
+        self.asleep = true;
     }
 
     /// Losses the kernel counted but could not report in-band (no event

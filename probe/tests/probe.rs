@@ -529,6 +529,81 @@ async fn a_cgroup_has_one_watcher_and_a_dead_watchers_claim_is_released() {
     );
 }
 
+/// A reader that went quiet tells the programs it sleeps (`dk_sleepers` = 1);
+/// the next close takes that flag (and wakes it), and it reads the close.
+#[test]
+fn a_sleeping_reader_is_woken_by_the_next_close_and_reads_it() {
+    if !e2e_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("written");
+    // The watched child writes the file when told on stdin, then waits again.
+    let mut watcher = Reaped(
+        Command::new(workload())
+            .args(["watch", &unique_cgroup("sleeper"), "--", "sh", "-c"])
+            .arg(format!("read go; echo x > {}; read done", file.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn a watcher"),
+    );
+    let mut stdout = std::io::BufReader::new(watcher.0.stdout.take().expect("stdout"));
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut header).expect("header");
+    let watcher_pid = watcher.0.id();
+    let rings = ring_buffers_of(watcher_pid);
+    assert_eq!(rings.len(), 1, "{rings:?}");
+    let key = u64::from(watcher_pid) << 32 | u64::from(rings[0]);
+    let pin_dir = Probe::load(ProbeConfig::default())
+        .expect("load the probe")
+        .pin_dir()
+        .to_path_buf();
+    let flag = || -> u32 {
+        let map = aya::maps::MapData::from_pin(pin_dir.join("dk_sleepers"))
+            .and_then(aya::maps::Map::from_map_data)
+            .expect("open dk_sleepers");
+        let sleepers = aya::maps::HashMap::<_, u64, u32>::try_from(map).expect("a hash map");
+        sleepers.get(&key, 0).expect("the watcher's sleep flag")
+    };
+    let wait_for = |want: u32| {
+        (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            flag() == want
+        })
+    };
+    assert!(wait_for(1), "a quiet reader announces that it sleeps");
+
+    // Stopped, the reader cannot announce again: what the close leaves is
+    // the programs' doing.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(watcher_pid as i32, libc::SIGSTOP) };
+    let mut stdin = watcher.0.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("tell the child");
+    let written = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read(&file).is_ok_and(|c| c == b"x\n")
+    });
+    assert!(written, "the child did not write {file:?}");
+    // The child closes the file right after writing it.
+    assert!(
+        wait_for(0),
+        "the close took the sleep flag to wake the reader"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(watcher_pid as i32, libc::SIGCONT) };
+    std::io::Write::write_all(&mut stdin, b"done\n").expect("tell the child");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("watcher output");
+    assert!(watcher.0.wait().expect("wait").success(), "{rest}");
+    let close = format!("Close {}", file.display());
+    assert!(
+        rest.lines().any(|l| l.ends_with(&close)),
+        "no close of {file:?} in\n{rest}"
+    );
+}
+
 /// Kernel map ids of the ring buffers process `pid` holds open (from the
 /// `map_type` and `map_id` lines of its fds' fdinfo).
 fn ring_buffers_of(pid: u32) -> Vec<u32> {
