@@ -234,6 +234,36 @@ fn a_burst_while_a_large_version_is_stored_loses_nothing() {
     );
 }
 
+/// The probe folds writes through an fd into the first one it reported,
+/// until the recorder reads the file (docs/probe.md, "Folded writes"). A
+/// file held open and written again after the debounce read it must get a
+/// second version: the read asked the probe to report the next write.
+#[test]
+fn a_file_written_again_after_it_was_read_gets_a_new_version() {
+    if diffkeeper_test_support::lacks_root("recording with eBPF") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // `exec >out`: every echo writes through the same fd, never closed
+    // before the shell exits (an exit is no close the probe sees).
+    let script = "exec > out; echo a; sleep 0.4; echo b; sleep 0.4";
+    let out = record_script(dir.path(), "ebpf", &["--no-baseline"], script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = dir.path().canonicalize().unwrap().join("out");
+    let path = path.to_str().unwrap();
+    let out = diffkeeper(dir.path(), &["cat", "trace", path]);
+    assert_eq!(text(&out.stdout), "a\nb\n", "{}", text(&out.stderr));
+    let out = diffkeeper(dir.path(), &["timeline", "trace", "--json", "--path", path]);
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sizes: Vec<u64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["size"].as_u64())
+        .collect();
+    assert_eq!(sizes, [2, 4], "{events:#?}");
+}
+
 #[test]
 fn a_killed_command_exits_128_plus_signal() {
     if diffkeeper_test_support::lacks_root("recording with eBPF") {

@@ -4,14 +4,15 @@
  *
  * This header is the single C definition of the wire format; its Rust twin is
  * probe/src/abi.rs. Both sides assert every size and offset below, so a field
- * moved on one side only fails the build. Any change to a layout bumps
- * DK_EVENT_VERSION (and with it the bpffs pin directory, so two builds never
- * share maps of different layouts). docs/probe.md describes every field.
+ * moved on one side only fails the build. Any change to a layout, or to what
+ * a record means, bumps DK_EVENT_VERSION (and with it the bpffs pin directory,
+ * so two builds never share maps of different layouts). docs/probe.md
+ * describes every field.
  */
 #ifndef DK_EVENT_H
 #define DK_EVENT_H
 
-#define DK_EVENT_VERSION 3
+#define DK_EVENT_VERSION 4
 
 /* Longest path (in bytes, no NUL) a record carries; longer ones are cut and flagged. */
 #define DK_PATH_MAX 4096
@@ -113,6 +114,18 @@ struct dk_drops {
 	__u32 ring_id;      /* kernel map id of the watcher's ring buffer */
 };
 
+/* Key of dk_dirty: an fd of a process. The reader deletes entries by it. */
+struct dk_dirty_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* Value of dk_dirty: the file written through the fd, and whether a write record went out. */
+struct dk_written {
+	__u64 file;           /* struct file * */
+	__u64 write_reported; /* 1: later writes through the fd are folded into that record */
+};
+
 /* Key of a ring in dk_rings: unique while the ring lives, and names its owner. */
 static __always_inline __u64 dk_ring_key(__u32 owner_pid, __u32 ring_id)
 {
@@ -147,5 +160,7 @@ DK_ASSERT_OFFSET(dk_gap, cgroup_id, 32);
 _Static_assert(sizeof(struct dk_drops) == 40, "dk_drops size");
 DK_ASSERT_OFFSET(dk_drops, owner_pid, 32);
 DK_ASSERT_OFFSET(dk_drops, ring_id, 36);
+_Static_assert(sizeof(struct dk_dirty_key) == 8, "dk_dirty_key size");
+DK_ASSERT_OFFSET(dk_dirty_key, fd, 4);
 
 #endif /* DK_EVENT_H */

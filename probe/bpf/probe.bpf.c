@@ -85,11 +85,6 @@ struct dk_inflight {
 	__u16 active; /* set by sys_enter, cleared when its sys_exit is done */
 };
 
-struct dk_dirty_key {
-	__u32 tgid;
-	__s32 fd;
-};
-
 /* One watcher's ring buffer; the size here is only the template's. */
 struct dk_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -145,12 +140,20 @@ struct {
 	__type(value, struct dk_inflight);
 } dk_inflight SEC(".maps");
 
-/* (tgid, fd) -> struct file written through it, so close reports only written files. */
+/*
+ * (tgid, fd) -> the file written through it, so close reports only written
+ * files; and whether a write through it was reported since the reader last
+ * read the file. Later writes through the fd are then folded into that
+ * report (no record, no path walk: a log's appends cost a lookup each) until
+ * the reader, about to read the file, deletes the entry
+ * (`MergedWrites::report_next_write` in src/watch.rs): it reads everything
+ * written before, and the next write is reported again.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct dk_dirty_key);
-	__type(value, __u64);
+	__type(value, struct dk_written);
 } dk_dirty SEC(".maps");
 
 /*
@@ -331,9 +334,10 @@ static __always_inline __u64 wakeup(void *ring, const struct dk_drops *route, __
 
 /*
  * Writes s->ev plus `paths` bytes of s->a. Losses since the last gap record go
- * first, as a gap record, so the stream says where they happened.
+ * first, as a gap record, so the stream says where they happened. False if
+ * the record was lost.
  */
-static __always_inline void emit(void *ring, struct dk_drops *drops, struct dk_scratch *s,
+static __always_inline bool emit(void *ring, struct dk_drops *drops, struct dk_scratch *s,
 				 __u32 paths)
 {
 	__u64 cgroup_id = s->ev.cgroup_id;
@@ -346,7 +350,7 @@ static __always_inline void emit(void *ring, struct dk_drops *drops, struct dk_s
 
 		if (!gap) {
 			count_loss(drops, now);
-			return;
+			return false;
 		}
 		gap->version = DK_EVENT_VERSION;
 		gap->kind = DK_KIND_GAP;
@@ -361,8 +365,11 @@ static __always_inline void emit(void *ring, struct dk_drops *drops, struct dk_s
 	if (paths > 2 * DK_WALK_END)
 		paths = 2 * DK_WALK_END;
 	size = sizeof(s->ev) + (paths & DK_SLOT_MASK);
-	if (bpf_ringbuf_output(ring, &s->ev, size, wakeup(ring, drops, s->ev.op, size)))
+	if (bpf_ringbuf_output(ring, &s->ev, size, wakeup(ring, drops, s->ev.op, size))) {
 		count_loss(drops, now);
+		return false;
+	}
+	return true;
 }
 
 /* Moves the second path (composed in s->b) right after the first one in s->a. */
@@ -410,13 +417,23 @@ static __always_inline bool recordable(struct file *file, __u16 op)
 	return (op == DK_OP_CHMOD || op == DK_OP_CHOWN) && (mode & DK_S_IFMT) == DK_S_IFDIR;
 }
 
-static __always_inline void mark_dirty(__u64 id, int fd, struct file *file)
+/* Whether a write through (tgid, fd) to `file` was reported and not yet read. */
+static __always_inline bool write_reported(__u64 id, int fd, struct file *file)
 {
 	struct dk_dirty_key key = { .tgid = id >> 32, .fd = fd };
-	__u64 value = (__u64)file;
-	__u64 *known = bpf_map_lookup_elem(&dk_dirty, &key);
+	struct dk_written *known = bpf_map_lookup_elem(&dk_dirty, &key);
 
-	if (!known || *known != value)
+	return known && known->file == (__u64)file && known->write_reported;
+}
+
+/* Marks the fd written (for close); `reported`: by a write record that went out. */
+static __always_inline void mark_dirty(__u64 id, int fd, struct file *file, bool reported)
+{
+	struct dk_dirty_key key = { .tgid = id >> 32, .fd = fd };
+	struct dk_written value = { .file = (__u64)file, .write_reported = reported };
+	struct dk_written *known = bpf_map_lookup_elem(&dk_dirty, &key);
+
+	if (!known || known->file != value.file || (reported && !known->write_reported))
 		bpf_map_update_elem(&dk_dirty, &key, &value, BPF_ANY);
 }
 
@@ -437,8 +454,9 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct dk_scratch *s = scratch();
-	struct file *file;
+	struct file *file = NULL;
 	struct dk_drops *route;
+	bool sent;
 	__u64 cgroup_id;
 	void *ring;
 	__u32 len = 0;
@@ -463,8 +481,6 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 		len = file_path(s, s->a, file, &s->ev.flags, DK_F_PATH_TRUNCATED,
 				DK_F_PATH_OUTSIDE_ROOT);
 		s->ev.path_len = len;
-		if (in->how & DK_HOW_DIRTIES)
-			mark_dirty(id, s->ev.fd, file);
 		if (in->op == DK_OP_MMAP) {
 			__u32 tgid = id >> 32;
 			__u8 one = 1;
@@ -472,7 +488,10 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 			bpf_map_update_elem(&dk_mappers, &tgid, &one, BPF_ANY);
 		}
 	}
-	emit(ring, route, s, len);
+	sent = emit(ring, route, s, len);
+	/* Only a write whose record went out may stand for the ones after it. */
+	if (file && (in->how & DK_HOW_DIRTIES))
+		mark_dirty(id, s->ev.fd, file, in->op == DK_OP_WRITE && sent);
 }
 
 /* Operations on one path argument (dfd-relative). */
@@ -599,6 +618,12 @@ static __always_inline int finish(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (ctx->ret >= 0) {
 		in->ret = ctx->ret;
+		/* Folded into the write reported before (see dk_dirty): done. */
+		if (in->op == DK_OP_WRITE &&
+		    write_reported(bpf_get_current_pid_tgid(), in->fd, fd_file(in->fd))) {
+			in->active = 0;
+			return 0;
+		}
 		bpf_tail_call(ctx, &dk_handlers, in->handler);
 	}
 	in->active = 0;
@@ -864,14 +889,14 @@ int dk_enter_close(struct trace_event_raw_sys_enter *ctx)
 		.op = DK_OP_CLOSE, .handler = DK_H_FD,
 	};
 	struct dk_inflight *slot;
-	__u64 *written;
+	struct dk_written *written;
 
 	if (!watched())
 		return 0;
 	written = bpf_map_lookup_elem(&dk_dirty, &key);
 	if (!written)
 		return 0;
-	if (*written != (__u64)fd_file(key.fd)) {
+	if (written->file != (__u64)fd_file(key.fd)) {
 		bpf_map_delete_elem(&dk_dirty, &key);
 		return 0;
 	}

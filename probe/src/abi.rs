@@ -5,7 +5,7 @@
 use std::mem::{offset_of, size_of};
 
 /// Version of [`RawEvent`] and [`RawGap`]; `DK_EVENT_VERSION` in C.
-pub const EVENT_VERSION: u16 = 3;
+pub const EVENT_VERSION: u16 = 4;
 
 pub const KIND_EVENT: u16 = 1;
 pub const KIND_GAP: u16 = 2;
@@ -73,13 +73,23 @@ pub struct RawDrops {
     pub ring_id: u32,
 }
 
-// SAFETY: the three structs are repr(C), made only of integers and byte arrays,
+/// `struct dk_dirty_key`: an fd of a process, key of the `dk_dirty` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawDirtyKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+// SAFETY: the four structs are repr(C), made only of integers and byte arrays,
 // with no padding (sizes asserted below), so any bit pattern is a valid value.
 unsafe impl aya::Pod for RawEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawGap {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawDrops {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawDirtyKey {}
 
 const _: () = {
     assert!(size_of::<RawEvent>() == 112);
@@ -107,6 +117,8 @@ const _: () = {
     assert!(size_of::<RawDrops>() == 40);
     assert!(offset_of!(RawDrops, owner_pid) == 32);
     assert!(offset_of!(RawDrops, ring_id) == 36);
+    assert!(size_of::<RawDirtyKey>() == 8);
+    assert!(offset_of!(RawDirtyKey, fd) == 4);
 };
 
 /// Reads a `T` from the start of `bytes`, or `None` if it is too short.

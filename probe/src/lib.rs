@@ -32,7 +32,7 @@ pub use inotify::InotifyWatch;
 pub use probe::{Probe, ProbeConfig, DEFAULT_PIN_ROOT};
 pub use ring::Ring;
 pub use source::{AnyWatch, Source};
-pub use watch::Watch;
+pub use watch::{MergedWrites, Watch};
 
 // A recorder moves its Watch into a tokio task and shares the Probe.
 const _: () = {
@@ -40,6 +40,7 @@ const _: () = {
     const fn send<T: Send>() {}
     send_and_sync::<Probe>();
     send::<Watch>();
+    send_and_sync::<MergedWrites>();
     send::<Ring>();
     send::<InotifyWatch>();
 };

@@ -21,7 +21,7 @@ use aya::programs::links::FdLink;
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
-use crate::abi::{self, RawDrops};
+use crate::abi::{self, RawDirtyKey, RawDrops};
 use crate::ring::{ring_owner, Ring};
 use crate::watch::Watch;
 use crate::{sys, Error};
@@ -36,6 +36,7 @@ const OBJECT_ID: &str = env!("DIFFKEEPER_PROBE_OBJECT_ID");
 const HANDLERS: [&str; 3] = ["dk_handle_fd", "dk_handle_path", "dk_handle_path2"];
 const RINGS_MAP: &str = "dk_rings";
 const SLEEPERS_MAP: &str = "dk_sleepers";
+const DIRTY_MAP: &str = "dk_dirty";
 /// Routes and loss counters. Every build since the first names and lays it
 /// out the same way (see `struct dk_drops`), so any build can read another's.
 const DROPS_MAP: &str = "dk_drops";
@@ -84,6 +85,9 @@ pub(crate) struct Shared {
     /// `dk_sleepers`: ring key -> whether its reader sleeps until woken
     /// (`None` like `rings`).
     sleepers: Option<Mutex<HashMap<MapData, u64, u32>>>,
+    /// `dk_dirty`: (tgid, fd) -> `struct dk_written` (`None` like
+    /// `sleepers`). Only ever deleted from here.
+    dirty: Option<Mutex<HashMap<MapData, RawDirtyKey, [u64; 2]>>>,
     /// `dk_drops`: cgroup id -> route and loss counters.
     pub(crate) drops: Mutex<HashMap<MapData, u64, RawDrops>>,
     pin_dir: PathBuf,
@@ -189,23 +193,26 @@ impl Shared {
         };
         let pinned_ino =
             Self::pinned_ino(&pin_dir).ok_or_else(|| Error::Retired(pin_dir.clone()))?;
-        let (rings, sleepers) = if ours {
+        let (rings, sleepers, dirty) = if ours {
             let rings = HashOfMaps::try_from(open(RINGS_MAP)?);
             let sleepers = HashMap::try_from(open(SLEEPERS_MAP)?);
+            let dirty = HashMap::try_from(open(DIRTY_MAP)?);
             (
                 Some(rings.map_err(|e| map_error(RINGS_MAP, e))?),
                 Some(sleepers.map_err(|e| map_error(SLEEPERS_MAP, e))?),
+                Some(dirty.map_err(|e| map_error(DIRTY_MAP, e))?),
             )
         } else {
             let rings = open(RINGS_MAP)
                 .ok()
                 .and_then(|m| HashOfMaps::try_from(m).ok());
-            (rings, None)
+            (rings, None, None)
         };
         let drops = HashMap::try_from(open(DROPS_MAP)?).map_err(|e| map_error(DROPS_MAP, e))?;
         Ok(Self {
             rings: rings.map(Mutex::new),
             sleepers: sleepers.map(Mutex::new),
+            dirty: dirty.map(Mutex::new),
             drops: Mutex::new(drops),
             pin_dir,
             pinned_ino,
@@ -232,6 +239,17 @@ impl Shared {
             .expect("this build's set has dk_sleepers")
             .lock()
             .expect("sleepers map lock")
+    }
+
+    /// `dk_dirty` of this build's set.
+    pub(crate) fn dirty(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<MapData, RawDirtyKey, [u64; 2]>> {
+        self.dirty
+            .as_ref()
+            .expect("this build's set has dk_dirty")
+            .lock()
+            .expect("dirty map lock")
     }
 
     /// Whether these maps are still the pinned ones (the set was not
@@ -364,7 +382,7 @@ fn install(pin_dir: &Path) -> Result<(), Error> {
     // aya has no user-space type for task storage (dk_inflight); only the
     // programs use it, so it is created as a plain map.
     let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT)?;
-    for name in [RINGS_MAP, SLEEPERS_MAP, DROPS_MAP, HANDLERS_MAP] {
+    for name in [RINGS_MAP, SLEEPERS_MAP, DIRTY_MAP, DROPS_MAP, HANDLERS_MAP] {
         let map = ebpf.map(name).ok_or_else(|| missing("map", name))?;
         let path = partial.join(name);
         map.pin(&path).map_err(|e| Error::Pin {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::event::Record;
 use crate::fanotify::FanotifyWatch;
 use crate::inotify::InotifyWatch;
-use crate::watch::Watch;
+use crate::watch::{MergedWrites, Watch};
 
 /// A stream of [`Record`]s: the eBPF probe's [`Watch`] or a fallback's
 /// ([`FanotifyWatch`], [`InotifyWatch`]).
@@ -15,6 +15,11 @@ pub trait Source: Send {
     fn next(&mut self) -> impl Future<Output = Option<Record>> + Send;
     /// The next record if one is ready, without waiting.
     fn try_next(&mut self) -> Option<Record>;
+    /// Where writes after a reported one are folded into it (eBPF), the
+    /// handle a reader must use before reading a file (see [`MergedWrites`]).
+    fn merged_writes(&self) -> Option<MergedWrites> {
+        None
+    }
 }
 
 impl Source for Watch {
@@ -24,6 +29,10 @@ impl Source for Watch {
 
     fn try_next(&mut self) -> Option<Record> {
         Watch::try_next(self)
+    }
+
+    fn merged_writes(&self) -> Option<MergedWrites> {
+        Some(Watch::merged_writes(self))
     }
 }
 
@@ -86,6 +95,13 @@ impl Source for AnyWatch {
             AnyWatch::Ebpf(watch) => watch.try_next(),
             AnyWatch::Fanotify(watch) => watch.try_next(),
             AnyWatch::Inotify(watch) => watch.try_next(),
+        }
+    }
+
+    fn merged_writes(&self) -> Option<MergedWrites> {
+        match self {
+            AnyWatch::Ebpf(watch) => Some(watch.merged_writes()),
+            AnyWatch::Fanotify(_) | AnyWatch::Inotify(_) => None,
         }
     }
 }

@@ -10,8 +10,12 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use aya::maps::MapError;
+use aya::sys::SyscallError;
+
+use crate::abi::RawDirtyKey;
 use crate::event::{self, Decoded, Gap, Record, RING_FULL};
-use crate::probe::Shared;
+use crate::probe::{map_error, Shared};
 use crate::ring::Ring;
 use crate::Error;
 
@@ -92,6 +96,14 @@ impl Watch {
 
     pub fn cgroup_id(&self) -> u64 {
         self.cgroup_id
+    }
+
+    /// The handle through which a reader has the next write through an fd
+    /// reported (see [`MergedWrites`]).
+    pub fn merged_writes(&self) -> MergedWrites {
+        MergedWrites {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The next record, waiting for one. `None` only if the ring buffer can
@@ -196,6 +208,43 @@ impl Watch {
             to_ns: last_ns,
             reason: RING_FULL,
         })
+    }
+}
+
+/// The probe reports the first write through an fd to a file and folds the
+/// writes after it into that report (no record: a log's appends would each
+/// cost a record and a path walk), until the reader reads the file. So a
+/// reader about to read a file calls [`MergedWrites::report_next_write`]
+/// for every fd that wrote it since its last read: what was written before
+/// is in what it reads, and the next write is reported again. A [`Write`]
+/// record's range is therefore where writing started, not all it wrote.
+///
+/// [`Write`]: crate::Op::Write
+#[derive(Clone)]
+pub struct MergedWrites {
+    shared: Arc<Shared>,
+}
+
+impl MergedWrites {
+    /// Has the next write through `fd` of process `pid` reported.
+    pub fn report_next_write(&self, pid: u32, fd: i32) -> Result<(), Error> {
+        let key = RawDirtyKey { tgid: pid, fd };
+        match self.shared.dirty().remove(&key) {
+            Ok(()) => Ok(()),
+            // Closed, or evicted: its next write is reported anyway.
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(map_error("dk_dirty", err)),
+        }
+    }
+}
+
+impl std::fmt::Debug for MergedWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MergedWrites").finish_non_exhaustive()
     }
 }
 

@@ -52,9 +52,12 @@ fn expected_script(dir: &Path) -> Vec<String> {
     let mut push = |op, path: PathBuf| out.push(line(op, &path, None, None));
     push(Op::Open, d("a.txt"));
     let a = d("a.txt");
-    let mut lines = vec![];
-    for (offset, len) in [(0, 5), (10, 2), (5, 4), (20, 2), (9, 1)] {
+    // The pwrite at 10 is folded into the first write (same fd); the
+    // others go through fresh fds, each closed after.
+    let mut lines = vec![line(Op::Write, &a, None, Some((0, 5)))];
+    for (offset, len) in [(5, 4), (20, 2), (9, 1)] {
         lines.push(line(Op::Write, &a, None, Some((offset, len))));
+        lines.push(line(Op::Close, &a, None, None));
     }
     lines.push(line(Op::Fsync, &a, None, None));
     lines.push(line(Op::Fsync, &a, None, None));
@@ -123,8 +126,10 @@ fn expected_script(dir: &Path) -> Vec<String> {
     ] {
         lines.push(line(op, &path, None, None));
     }
-    for range in [(0, 1), (1, 1), (2, 3)] {
+    lines.push(line(Op::Write, &sub("copy.txt"), None, Some((0, 1))));
+    for range in [(1, 1), (2, 3)] {
         lines.push(line(Op::Write, &sub("copy.txt"), None, Some(range)));
+        lines.push(line(Op::Close, &sub("copy.txt"), None, None));
     }
     for (op, path) in [
         (Op::Close, sub("copy.txt")),
@@ -266,6 +271,65 @@ async fn a_process_outside_the_watched_cgroup_produces_no_events() {
     assert_eq!(events[1].path, marker);
 }
 
+/// Writes through an fd after a reported one are folded into it until the
+/// reader asks for the next one (`MergedWrites`), which is then reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_reported_one_are_folded_until_the_reader_asks() {
+    if !e2e_ready() {
+        return;
+    }
+    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("log");
+    let cgroup = ChildCgroup::create(unique_cgroup("merged")).expect("cgroup");
+    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let merged = watch.merged_writes();
+    let mut command = Command::new(workload());
+    command.arg("relay").arg(&file).stdin(Stdio::piped());
+    cgroup.spawn_inside(&mut command);
+    let mut child = Reaped(command.spawn().expect("spawn"));
+    let pid = child.0.id();
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let mut relay = |line: &[u8], content: &[u8]| {
+        std::io::Write::write_all(&mut stdin, line).expect("tell the child");
+        let written = (0..250).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::read(&file).is_ok_and(|c| c == content)
+        });
+        assert!(written, "{file:?} never held {content:?}");
+    };
+    relay(b"a\n", b"a\n");
+    relay(b"b\n", b"a\nb\n");
+    let early = records_so_far(&mut watch);
+    let writes = |records: &[Record]| -> Vec<(u64, u64)> {
+        events(records)
+            .iter()
+            .filter(|e| e.op == Op::Write && e.path == file)
+            .map(|e| (e.offset, e.len))
+            .collect()
+    };
+    assert_eq!(writes(&early), [(0, 2)], "b is folded into a");
+    let fd = events(&early)
+        .iter()
+        .find(|e| e.op == Op::Write)
+        .expect("the first write is reported")
+        .fd;
+    // As a recorder does before reading the file.
+    merged
+        .report_next_write(pid, fd)
+        .expect("report the next write");
+    relay(b"c\n", b"a\nb\nc\n");
+    drop(stdin);
+    let records = records_until_exit(&mut watch, pid).await;
+    assert!(child.0.wait().expect("wait").success());
+    assert_eq!(writes(&records), [(4, 2)], "asked for, c is reported");
+}
+
+/// The records waiting now.
+fn records_so_far(watch: &mut diffkeeper_probe::Watch) -> Vec<Record> {
+    std::iter::from_fn(|| watch.try_next()).collect()
+}
+
 /// Parses `dk-probe-workload watch` output: (child pid, cgroup id, event lines).
 fn parse_watcher(output: &str) -> (u32, u64, Vec<(u64, u32)>) {
     let mut lines = output.lines();
@@ -334,7 +398,7 @@ async fn a_full_ring_buffer_is_reported_as_gaps_and_nothing_is_invented() {
     if !e2e_ready() {
         return;
     }
-    const WRITES: u64 = 20_000;
+    const APPENDS: u64 = 7_000;
     let config = ProbeConfig {
         ring_buffer_bytes: 4096,
         ..ProbeConfig::default()
@@ -346,11 +410,7 @@ async fn a_full_ring_buffer_is_reported_as_gaps_and_nothing_is_invented() {
 
     let file = dir.path().join("burst");
     let mut command = Command::new(workload());
-    command
-        .arg("writes")
-        .arg(&file)
-        .arg(WRITES.to_string())
-        .arg("1");
+    command.arg("appends").arg(&file).arg(APPENDS.to_string());
     cgroup.spawn_inside(&mut command);
     // Nobody reads while the burst runs: the 4 KiB ring must overflow.
     let status = Reaped(command.spawn().expect("spawn"))
@@ -374,11 +434,12 @@ async fn a_full_ring_buffer_is_reported_as_gaps_and_nothing_is_invented() {
         })
         .sum();
     let events = events(&records);
-    assert!(lost > 0, "no gap reported for {WRITES} writes into 4 KiB");
-    // exec, open, the writes, close, exit: each either received or counted lost.
+    assert!(lost > 0, "no gap reported for {APPENDS} appends into 4 KiB");
+    // exec, (open, write, close) per append, exit: each either received or
+    // counted lost.
     assert_eq!(
         events.len() as u64 + lost,
-        WRITES + 4,
+        3 * APPENDS + 2,
         "received {} + lost {lost}",
         events.len()
     );
@@ -393,7 +454,7 @@ async fn a_full_ring_buffer_is_reported_as_gaps_and_nothing_is_invented() {
     let received = offsets.len();
     offsets.dedup();
     assert_eq!(offsets.len(), received, "a write was reported twice");
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]) && offsets.iter().all(|&o| o < WRITES));
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]) && offsets.iter().all(|&o| o < APPENDS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

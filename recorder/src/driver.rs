@@ -49,6 +49,7 @@ pub async fn run(
     mut baseline: Option<Receiver<BaselineItem>>,
     stop: impl Future<Output = ()>,
 ) -> Session {
+    session.read_merged_writes_through(watch.merged_writes());
     if baseline.is_some() {
         session.begin_baseline();
     }

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use diffkeeper_probe::{Event as ProbeEvent, Gap, Op as ProbeOp, PathFlags, Record};
+use diffkeeper_probe::{Event as ProbeEvent, Gap, MergedWrites, Op as ProbeOp, PathFlags, Record};
 use diffkeeper_store::{
     Actor, BaselineMode, BaselineStatus, Node, NodeKind, Op, RecPath, Recorder, Status,
 };
@@ -53,11 +53,17 @@ struct Dirty {
     gone: bool,
     /// What was written since the recorded version, as the events say.
     changed: Changed,
+    /// (pid, fd) of the writes reported since, whose later writes the
+    /// probe folds into them until told (see `Session::flush`).
+    writers: Vec<(u32, i32)>,
 }
 
 /// The byte ranges of a file written since its recorded version, when
 /// every event that dirtied it reported one (eBPF writes and truncates);
-/// the store then takes over the chunks nothing touched. `Unknown` after an
+/// the store then takes over the chunks nothing touched, each checked
+/// against its stored xxh3 first. A hint, not a promise: the probe reports
+/// where a run of writes through an fd began and folds the rest into it
+/// (see `MergedWrites`), and the check finds those. `Unknown` after an
 /// mmap, a fallback's event, a truncating open, or a loss.
 #[derive(Debug)]
 enum Changed {
@@ -147,6 +153,9 @@ pub struct Session {
     /// Released once unused for `KEEP_READ_BUFFER`.
     read_buffer: Vec<u8>,
     read_buffer_used_ns: u64,
+    /// With eBPF: has the next write through an fd reported before a file
+    /// it wrote is read.
+    merged_writes: Option<MergedWrites>,
 }
 
 /// How long an idle read buffer (over 1 MiB) is kept for the next read.
@@ -182,7 +191,14 @@ impl Session {
             trust_ranges: true,
             read_buffer: Vec::new(),
             read_buffer_used_ns: 0,
+            merged_writes: None,
         }
+    }
+
+    /// Where the source folds writes into earlier reports (eBPF), the
+    /// handle that has them reported again before a file is read.
+    pub fn read_merged_writes_through(&mut self, merged_writes: Option<MergedWrites>) {
+        self.merged_writes = merged_writes;
     }
 
     /// A baseline scan is starting: from now until it is done, note which
@@ -354,6 +370,9 @@ impl Session {
             if let Some(dirty) = self.dirty.get_mut(ev.path.as_os_str().as_bytes()) {
                 dirty.changed.add(ev.changed_range());
                 self.maybe_due |= dirty.written_at(ev.ts_ns);
+                if ev.op == ProbeOp::Write {
+                    dirty.writers.push((ev.pid, ev.fd));
+                }
                 return;
             }
         }
@@ -379,7 +398,12 @@ impl Session {
             }
             ProbeOp::Write | ProbeOp::Truncate | ProbeOp::Fallocate => {
                 if let Some(path) = path {
-                    self.mark_written(path, t, actor(), ev.changed_range());
+                    self.mark_written(path.clone(), t, actor(), ev.changed_range());
+                    if let Some(dirty) = self.dirty.get_mut(&path) {
+                        if ev.op == ProbeOp::Write {
+                            dirty.writers.push((ev.pid, ev.fd));
+                        }
+                    }
                 }
             }
             ProbeOp::Mmap => {
@@ -677,6 +701,7 @@ impl Session {
                 close_pending: false,
                 gone: false,
                 changed,
+                writers: Vec::new(),
             },
         );
     }
@@ -742,9 +767,22 @@ impl Session {
 
     /// Reads a dirty file now and records its content.
     fn flush(&mut self, path: &RecPath, t: u64) {
-        let Some(dirty) = self.dirty.remove(path) else {
+        let Some(mut dirty) = self.dirty.remove(path) else {
             return;
         };
+        // First, so that nothing written through these fds after the read
+        // goes unreported.
+        if let Some(merged) = &self.merged_writes {
+            dirty.writers.sort_unstable();
+            dirty.writers.dedup();
+            for &(pid, fd) in &dirty.writers {
+                if let Err(err) = merged.report_next_write(pid, fd) {
+                    self.store.note_incomplete(format!(
+                        "{path}: writes after this read may be folded into earlier                          ones and not be recorded until the file is closed: {err}"
+                    ));
+                }
+            }
+        }
         let mut data = std::mem::take(&mut self.read_buffer);
         self.record_content(path, t, dirty, &mut data);
         self.read_buffer = data;

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! dk-probe-workload script DIR            every covered operation, in DIR (see tests/probe.rs)
-//! dk-probe-workload writes FILE N SIZE    N writes of SIZE bytes
+//! dk-probe-workload writes FILE N SIZE    N writes of SIZE bytes (one record: folded)
+//! dk-probe-workload appends FILE N        N rounds of open, 1-byte append, close (3 records each)
+//! dk-probe-workload relay FILE            writes each line of stdin to FILE, all through one fd
 //! dk-probe-workload syscalls FILE N       N rounds of pwrite + open/close; prints CPU ns
 //! dk-probe-workload untraced N            N rounds of getppid + read, no traced syscall; prints CPU ns
 //! dk-probe-workload watch CGROUP -- CMD…  runs CMD in a new cgroup, prints its events
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
     {
         ["script", dir] => script(Path::new(dir)),
         ["writes", file, count, size] => writes(Path::new(file), parse(count), parse(size)),
+        ["appends", file, count] => appends(Path::new(file), parse(count)),
+        ["relay", file] => relay(Path::new(file)),
         ["syscalls", file, rounds] => syscalls(Path::new(file), parse(rounds)),
         ["untraced", rounds] => untraced(parse(rounds)),
         ["watch", cgroup, "--", command @ ..] if !command.is_empty() => watch(cgroup, command),
@@ -94,22 +98,28 @@ fn script(dir: &Path) -> io::Result<()> {
         0o644
     )?;
     sys!("write", libc::SYS_write, fd, b"hello".as_ptr(), 5)?;
+    // Folded into the write before: no record.
     sys!("pwrite64", libc::SYS_pwrite64, fd, b"XY".as_ptr(), 2, 10)?;
+    // Each through a fresh fd, so that each is reported.
     let iov = [iovec(b"ab"), iovec(b"cd")];
-    sys!("writev", libc::SYS_writev, fd, iov.as_ptr(), 2)?;
+    through_dup(fd, |w| sys!("writev", libc::SYS_writev, w, iov.as_ptr(), 2))?;
     let iov = [iovec(b"zz")];
-    sys!("pwritev", libc::SYS_pwritev, fd, iov.as_ptr(), 1, 20, 0)?;
+    through_dup(fd, |w| {
+        sys!("pwritev", libc::SYS_pwritev, w, iov.as_ptr(), 1, 20, 0)
+    })?;
     let iov = [iovec(b"q")];
-    sys!(
-        "pwritev2",
-        libc::SYS_pwritev2,
-        fd,
-        iov.as_ptr(),
-        1,
-        -1i64,
-        -1i64,
-        0
-    )?;
+    through_dup(fd, |w| {
+        sys!(
+            "pwritev2",
+            libc::SYS_pwritev2,
+            w,
+            iov.as_ptr(),
+            1,
+            -1i64,
+            -1i64,
+            0
+        )
+    })?;
     sys!("fsync", libc::SYS_fsync, fd)?;
     sys!("fdatasync", libc::SYS_fdatasync, fd)?;
     sys!("ftruncate", libc::SYS_ftruncate, fd, 8)?;
@@ -271,18 +281,22 @@ fn script(dir: &Path) -> io::Result<()> {
         0
     )?;
     let mut off: libc::off_t = 0;
-    sys!(
-        "sendfile",
-        libc::SYS_sendfile,
-        dst,
-        src,
-        &mut off as *mut libc::off_t,
-        1
-    )?;
+    through_dup(dst, |w| {
+        sys!(
+            "sendfile",
+            libc::SYS_sendfile,
+            w,
+            src,
+            &mut off as *mut libc::off_t,
+            1
+        )
+    })?;
     let mut pipe = [0i32; 2];
     sys!("pipe", libc::SYS_pipe, pipe.as_mut_ptr())?;
     sys!("write pipe", libc::SYS_write, pipe[1], b"abc".as_ptr(), 3)?;
-    sys!("splice", libc::SYS_splice, pipe[0], 0, dst, 0, 3, 0)?;
+    through_dup(dst, |w| {
+        sys!("splice", libc::SYS_splice, pipe[0], 0, w, 0, 3, 0)
+    })?;
     sys!("close", libc::SYS_close, dst)?;
     sys!("close", libc::SYS_close, src)?;
 
@@ -313,6 +327,15 @@ fn script(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `call` on a duplicate of `fd`, then closes the duplicate: a write
+/// through an fd that has not written yet is reported, not folded.
+fn through_dup(fd: i64, call: impl FnOnce(i64) -> io::Result<i64>) -> io::Result<()> {
+    let dup = sys!("dup", libc::SYS_dup, fd)?;
+    call(dup)?;
+    sys!("close", libc::SYS_close, dup)?;
+    Ok(())
+}
+
 fn iovec(bytes: &'static [u8]) -> libc::iovec {
     libc::iovec {
         iov_base: bytes.as_ptr().cast_mut().cast(),
@@ -325,6 +348,25 @@ fn writes(file: &Path, count: u64, size: u64) -> io::Result<()> {
     let block = vec![b'w'; usize::try_from(size).expect("size fits")];
     for _ in 0..count {
         out.write_all(&block)?;
+    }
+    Ok(())
+}
+
+fn appends(file: &Path, count: u64) -> io::Result<()> {
+    for _ in 0..count {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)?
+            .write_all(b"a")?;
+    }
+    Ok(())
+}
+
+fn relay(file: &Path) -> io::Result<()> {
+    let mut out = std::fs::File::create(file)?;
+    for line in io::stdin().lines() {
+        out.write_all(format!("{}\n", line?).as_bytes())?;
     }
     Ok(())
 }
