@@ -4,7 +4,7 @@ use redb::ReadableTable;
 
 use super::chunking::{self, Entry};
 use super::pieces::{PieceReader, PieceSource, MAX_PIECE_LEN};
-use super::{delta, hash, ContentId, ContentRecord, ContentRef, Fault, Repr};
+use super::{delta, hash_on_all_cores, ContentId, ContentRecord, ContentRef, Fault, Repr};
 use crate::format;
 
 /// The most `Append`/`Patch` links a read follows. The encoder keeps chains
@@ -117,7 +117,9 @@ pub(crate) fn read(
             Repr::Whole { .. } | Repr::Chunked { .. } => unreachable!("only links are pushed"),
         };
     }
-    if bytes.len() as u64 != cref.size || (!checked_by_chunks && hash(&bytes) != cref.id.0) {
+    if bytes.len() as u64 != cref.size
+        || (!checked_by_chunks && hash_on_all_cores(&bytes) != cref.id.0)
+    {
         return Err(Fault::Corrupt(format!(
             "content {} fails its blake3 check",
             cref.id

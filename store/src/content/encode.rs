@@ -11,7 +11,8 @@ use super::chunking;
 use super::decode::{self};
 use super::pieces::{self, PieceWriter};
 use super::{
-    content_id, delta, hash, ContentId, ContentRecord, ContentRef, Fault, PatchEngine, Repr,
+    content_id, delta, hash, hash_on_all_cores, ContentId, ContentRecord, ContentRef, Fault,
+    PatchEngine, Repr,
 };
 use crate::format;
 
@@ -145,8 +146,13 @@ impl ContentWriter<'_, '_> {
         policy: &EncodingPolicy,
         stats: &mut EncodingStats,
     ) -> Result<ContentRef, Fault> {
+        let id = if self.pieces.speed.prefers_speed() {
+            ContentId(hash_on_all_cores(data))
+        } else {
+            content_id(data)
+        };
         let cref = ContentRef {
-            id: content_id(data),
+            id,
             size: data.len() as u64,
         };
         stats.bytes_in += cref.size;

@@ -102,20 +102,28 @@ impl From<redb::StorageError> for Fault {
     }
 }
 
-/// Hashes a file's content (multi-threaded for large inputs).
+/// Hashes a file's content.
 pub fn content_id(data: &[u8]) -> ContentId {
     ContentId(hash(data))
 }
 
+/// blake3 on the calling thread: while a workload runs, the recorder must
+/// not take its cores (rayon's idle workers also spin before they sleep).
 pub(crate) fn hash(data: &[u8]) -> [u8; 32] {
+    *blake3::hash(data).as_bytes()
+}
+
+/// blake3 on every core for large inputs: for readers, and for a recorder
+/// whose workload is gone.
+pub(crate) fn hash_on_all_cores(data: &[u8]) -> [u8; 32] {
     const PARALLEL_FROM: usize = 1 << 20;
-    let mut hasher = blake3::Hasher::new();
-    if data.len() >= PARALLEL_FROM {
-        hasher.update_rayon(data);
-    } else {
-        hasher.update(data);
+    if data.len() < PARALLEL_FROM {
+        return hash(data);
     }
-    *hasher.finalize().as_bytes()
+    *blake3::Hasher::new()
+        .update_rayon(data)
+        .finalize()
+        .as_bytes()
 }
 
 impl fmt::Display for ContentId {

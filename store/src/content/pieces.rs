@@ -34,7 +34,7 @@ impl SpeedSwitch {
 
     /// Flipped: the workload is gone and the recording's end is waited
     /// for, so nothing else needs the cores.
-    fn prefers_speed(&self) -> bool {
+    pub(crate) fn prefers_speed(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
@@ -220,8 +220,11 @@ pub(crate) fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
         // it is kept with the level it is set to.
         static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
             const { std::cell::RefCell::new(None) };
+        // Pieces in a row that zstd could not shrink (see `worth_trying`).
+        static INCOMPRESSIBLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
-    if data.len() >= COMPRESS_FROM {
+    let streak = INCOMPRESSIBLE.get();
+    if data.len() >= COMPRESS_FROM && worth_trying(streak) {
         let compressed = COMPRESSOR.with_borrow_mut(|slot| {
             match slot {
                 Some((current, compressor)) if *current != level => {
@@ -235,10 +238,25 @@ pub(crate) fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
             compressor.compress(data).ok()
         });
         if let Some(compressed) = compressed.filter(|c| c.len() < data.len()) {
+            INCOMPRESSIBLE.set(0);
             return (Codec::Zstd, compressed);
         }
     }
+    if data.len() >= COMPRESS_FROM {
+        INCOMPRESSIBLE.set(streak.saturating_add(1));
+    }
     (Codec::Raw, data.to_vec())
+}
+
+/// Whether to try compressing after `streak` pieces in a row that did not
+/// compress: a file of random or already compressed bytes (media, archives,
+/// encrypted data) made zstd a fifth of the recorder's CPU for nothing. After
+/// 16 such pieces only one in 16 is tried, so compressible data is noticed
+/// again within 16 pieces (~32 KiB of chunks stored raw).
+fn worth_trying(streak: u32) -> bool {
+    const GIVE_UP_AFTER: u32 = 16;
+    const PROBE_EVERY: u32 = 16;
+    streak < GIVE_UP_AFTER || streak.is_multiple_of(PROBE_EVERY)
 }
 
 /// Read access to pieces: the index and the packs of one transaction.
@@ -391,4 +409,34 @@ fn decode_exact(codec: Codec, payload: &[u8], out: &mut [u8]) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_piece(seed: &mut u64) -> Vec<u8> {
+        (0..2048)
+            .map(|_| {
+                // xorshift64: incompressible enough for zstd.
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_runs_stop_being_compressed_and_compressible_data_is_noticed_again() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..17 {
+            assert_eq!(encode(&random_piece(&mut seed), 3).0, Codec::Raw);
+        }
+        let text = b"the same line, again and again\n".repeat(64);
+        let codecs: Vec<Codec> = (0..20).map(|_| encode(&text, 3).0).collect();
+        let first = codecs.iter().position(|&c| c == Codec::Zstd);
+        assert_eq!(first, Some(15), "tried again at the 16th piece: {codecs:?}");
+        assert!(codecs[15..].iter().all(|&c| c == Codec::Zstd), "{codecs:?}");
+    }
 }
