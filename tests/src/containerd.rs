@@ -66,20 +66,27 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd (CRI plugin disabled) and waits until it answers.
     pub fn start() -> Result<Self, String> {
-        Self::launch(None)
+        Self::launch(None, None)
+    }
+
+    /// [`Containerd::start`] with containerd's state directory (bundles,
+    /// and in them the live recordings) at `state` instead of beside the
+    /// rest: on a tmpfs, as `/run/containerd` is on a typical node.
+    pub fn start_with_state_in(state: &Path) -> Result<Self, String> {
+        Self::launch(None, Some(state))
     }
 
     /// Starts containerd with its CRI plugin (see [`crate::cri`]): the
     /// handlers `runc` and `diffkeeper` (written by the node installer),
     /// host-network pods only, namespace `k8s.io`.
     pub fn start_cri() -> Result<(Self, Cri), String> {
-        let containerd = Self::launch(Some(Setup))?;
+        let containerd = Self::launch(Some(Setup), None)?;
         let cri = Cri::connect(&containerd.address)?;
         Setup.import_images(&containerd, &cri)?;
         Ok((containerd, cri))
     }
 
-    fn launch(cri: Option<Setup>) -> Result<Self, String> {
+    fn launch(cri: Option<Setup>, state: Option<&Path>) -> Result<Self, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let shim = shim_binary()?;
         let tmp = tempfile::Builder::new()
@@ -111,7 +118,9 @@ disabled_plugins = {disabled}
   path = "{opt}"
 "#,
             root = dir.join("root").display(),
-            state = dir.join("state").display(),
+            state = state
+                .map_or_else(|| dir.join("state"), Path::to_path_buf)
+                .display(),
             address = address.display(),
             opt = dir.join("opt").display(),
             disabled = if cri.is_some() {

@@ -27,11 +27,21 @@ pub const RUNTIMES: [&str; 2] = [DIFFKEEPER_RUNTIME, RUNC_RUNTIME];
 /// A private containerd for one test, or `None` (after printing why, or
 /// failing in CI) when this machine cannot run the end-to-end suites.
 pub fn containerd_or_skip() -> Option<Containerd> {
+    containerd_with_state_or_skip(None)
+}
+
+/// [`containerd_or_skip`], with the state directory at `state` if given
+/// (see [`Containerd::start_with_state_in`]).
+pub fn containerd_with_state_or_skip(state: Option<&std::path::Path>) -> Option<Containerd> {
     if let Some(reason) = e2e_unavailable() {
         skip(&reason);
         return None;
     }
-    Some(Containerd::start().unwrap_or_else(|err| panic!("cannot start containerd: {err}")))
+    let started = match state {
+        Some(state) => Containerd::start_with_state_in(state),
+        None => Containerd::start(),
+    };
+    Some(started.unwrap_or_else(|err| panic!("cannot start containerd: {err}")))
 }
 
 /// A private containerd with its CRI plugin and a client for it (see
