@@ -473,6 +473,16 @@ static __always_inline void handle_fd(struct dk_inflight *in)
 	if (in->how & DK_HOW_ADDR_FROM_RET)
 		s->ev.offset = in->ret;
 	if (s->ev.fd >= 0) {
+		if (in->op == DK_OP_OPEN) {
+			/*
+			 * A new fd: an entry under its number is about a file
+			 * closed without a close (exec, dup2, exit), which the
+			 * new one may even share an address with.
+			 */
+			struct dk_dirty_key key = { .tgid = id >> 32, .fd = s->ev.fd };
+
+			bpf_map_delete_elem(&dk_dirty, &key);
+		}
 		file = fd_file(s->ev.fd);
 		if (!file || !recordable(file, in->op))
 			return;

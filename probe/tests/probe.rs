@@ -325,6 +325,34 @@ async fn writes_after_a_reported_one_are_folded_until_the_reader_asks() {
     assert_eq!(writes(&records), [(4, 2)], "asked for, c is reported");
 }
 
+/// A write through a new fd is reported even if the fd's number last
+/// belonged to a file closed unseen, whose `struct file` the new one may
+/// reuse: the open clears what the probe knew about the number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_fd_under_a_reused_number_reports_its_first_write() {
+    if !e2e_ready() {
+        return;
+    }
+    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [a, b] = ["a", "b"].map(|name| dir.path().join(name));
+    let cgroup = ChildCgroup::create(unique_cgroup("reopen")).expect("cgroup");
+    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let mut command = Command::new(workload());
+    command.arg("reopen").arg(&a).arg(&b);
+    cgroup.spawn_inside(&mut command);
+    let mut child = Reaped(command.spawn().expect("spawn"));
+    let pid = child.0.id();
+    let records = records_until_exit(&mut watch, pid).await;
+    assert!(child.0.wait().expect("wait").success());
+    let written: Vec<&Path> = events(&records)
+        .iter()
+        .filter(|e| e.op == Op::Write)
+        .map(|e| e.path.as_path())
+        .collect();
+    assert_eq!(written, [a.as_path(), b.as_path()]);
+}
+
 /// The records waiting now.
 fn records_so_far(watch: &mut diffkeeper_probe::Watch) -> Vec<Record> {
     std::iter::from_fn(|| watch.try_next()).collect()

@@ -6,6 +6,7 @@
 //! dk-probe-workload writes FILE N SIZE    N writes of SIZE bytes (one record: folded)
 //! dk-probe-workload appends FILE N        N rounds of open, 1-byte append, close (3 records each)
 //! dk-probe-workload relay FILE            writes each line of stdin to FILE, all through one fd
+//! dk-probe-workload reopen A B            writes A, closes its fd unseen (close_range), writes B through the same number
 //! dk-probe-workload syscalls FILE N       N rounds of pwrite + open/close; prints CPU ns
 //! dk-probe-workload untraced N            N rounds of getppid + read, no traced syscall; prints CPU ns
 //! dk-probe-workload watch CGROUP -- CMD…  runs CMD in a new cgroup, prints its events
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         ["writes", file, count, size] => writes(Path::new(file), parse(count), parse(size)),
         ["appends", file, count] => appends(Path::new(file), parse(count)),
         ["relay", file] => relay(Path::new(file)),
+        ["reopen", a, b] => reopen(Path::new(a), Path::new(b)),
         ["syscalls", file, rounds] => syscalls(Path::new(file), parse(rounds)),
         ["untraced", rounds] => untraced(parse(rounds)),
         ["watch", cgroup, "--", command @ ..] if !command.is_empty() => watch(cgroup, command),
@@ -368,6 +370,23 @@ fn relay(file: &Path) -> io::Result<()> {
     for line in io::stdin().lines() {
         out.write_all(format!("{}\n", line?).as_bytes())?;
     }
+    Ok(())
+}
+
+/// A write through an fd, the fd closed by a call the probe does not see,
+/// then a write to another file through a new fd of the same number (whose
+/// `struct file` the kernel may well put at the freed one's address).
+fn reopen(a: &Path, b: &Path) -> io::Result<()> {
+    std::fs::write(b, "")?;
+    let a = cstr(a.as_os_str().as_bytes());
+    let b = cstr(b.as_os_str().as_bytes());
+    let create = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    let fd = sys!("open a", libc::SYS_open, a.as_ptr(), create, 0o644)?;
+    sys!("write a", libc::SYS_write, fd, b"a".as_ptr(), 1)?;
+    sys!("close_range", libc::SYS_close_range, fd, fd, 0)?;
+    let again = sys!("open b", libc::SYS_open, b.as_ptr(), libc::O_WRONLY)?;
+    assert_eq!(again, fd, "the lowest free fd number is reused");
+    sys!("write b", libc::SYS_write, again, b"b".as_ptr(), 1)?;
     Ok(())
 }
 
