@@ -107,6 +107,14 @@ impl Changed {
 }
 
 impl Dirty {
+    /// Remembers the fd a reported write went through (see `writers`).
+    fn note_writer(&mut self, ev: &ProbeEvent) {
+        let writer = (ev.pid, ev.fd);
+        if ev.op == ProbeOp::Write && self.writers.last() != Some(&writer) {
+            self.writers.push(writer);
+        }
+    }
+
     /// A write at `t`; true if that makes the file due (a close came
     /// before it, see `close_pending`).
     fn written_at(&mut self, t: u64) -> bool {
@@ -387,9 +395,7 @@ impl Session {
             if let Some(dirty) = self.dirty.get_mut(ev.path.as_os_str().as_bytes()) {
                 dirty.changed.add(ev.changed_range());
                 self.maybe_due |= dirty.written_at(ev.ts_ns);
-                if ev.op == ProbeOp::Write {
-                    dirty.writers.push((ev.pid, ev.fd));
-                }
+                dirty.note_writer(&ev);
                 return;
             }
         }
@@ -417,9 +423,7 @@ impl Session {
                 if let Some(path) = path {
                     self.mark_written(path.clone(), t, actor(), ev.changed_range());
                     if let Some(dirty) = self.dirty.get_mut(&path) {
-                        if ev.op == ProbeOp::Write {
-                            dirty.writers.push((ev.pid, ev.fd));
-                        }
+                        dirty.note_writer(&ev);
                     }
                 }
             }
