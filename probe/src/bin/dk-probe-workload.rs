@@ -5,6 +5,7 @@
 //! dk-probe-workload script DIR            every covered operation, in DIR (see tests/probe.rs)
 //! dk-probe-workload writes FILE N SIZE    N writes of SIZE bytes (one record: folded)
 //! dk-probe-workload appends FILE N        N rounds of open, 1-byte append, close (3 records each)
+//! dk-probe-workload chmods FILE N         N fchmods of FILE (a record each, like a write before folding)
 //! dk-probe-workload relay FILE            writes each line of stdin to FILE, all through one fd
 //! dk-probe-workload reopen A B            writes A, closes its fd unseen (close_range), writes B through the same number
 //! dk-probe-workload syscalls FILE N       N rounds of pwrite + open/close; prints CPU ns
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         ["script", dir] => script(Path::new(dir)),
         ["writes", file, count, size] => writes(Path::new(file), parse(count), parse(size)),
         ["appends", file, count] => appends(Path::new(file), parse(count)),
+        ["chmods", file, count] => chmods(Path::new(file), parse(count)),
         ["relay", file] => relay(Path::new(file)),
         ["reopen", a, b] => reopen(Path::new(a), Path::new(b)),
         ["syscalls", file, rounds] => syscalls(Path::new(file), parse(rounds)),
@@ -361,6 +363,16 @@ fn appends(file: &Path, count: u64) -> io::Result<()> {
             .create(true)
             .open(file)?
             .write_all(b"a")?;
+    }
+    Ok(())
+}
+
+fn chmods(file: &Path, count: u64) -> io::Result<()> {
+    let out = std::fs::File::create(file)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
+    for i in 0..count {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o644 };
+        sys!("fchmod", libc::SYS_fchmod, fd, mode)?;
     }
     Ok(())
 }
