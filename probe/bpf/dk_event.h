@@ -162,5 +162,6 @@ DK_ASSERT_OFFSET(dk_drops, owner_pid, 32);
 DK_ASSERT_OFFSET(dk_drops, ring_id, 36);
 _Static_assert(sizeof(struct dk_dirty_key) == 8, "dk_dirty_key size");
 DK_ASSERT_OFFSET(dk_dirty_key, fd, 4);
+_Static_assert(sizeof(struct dk_written) == 16, "dk_written size: [u64; 2] in probe/src/probe.rs");
 
 #endif /* DK_EVENT_H */

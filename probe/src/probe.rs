@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::maps::{HashMap, HashOfMaps, Map, MapData, ProgramArray};
 use aya::programs::links::FdLink;
@@ -224,32 +224,18 @@ impl Shared {
     }
 
     /// `dk_rings` of this build's set.
-    pub(crate) fn rings(&self) -> std::sync::MutexGuard<'_, HashOfMaps<MapData, u64>> {
-        self.rings
-            .as_ref()
-            .expect("this build's set has dk_rings")
-            .lock()
-            .expect("rings map lock")
+    pub(crate) fn rings(&self) -> MutexGuard<'_, HashOfMaps<MapData, u64>> {
+        this_builds(&self.rings, RINGS_MAP)
     }
 
     /// `dk_sleepers` of this build's set.
-    pub(crate) fn sleepers(&self) -> std::sync::MutexGuard<'_, HashMap<MapData, u64, u32>> {
-        self.sleepers
-            .as_ref()
-            .expect("this build's set has dk_sleepers")
-            .lock()
-            .expect("sleepers map lock")
+    pub(crate) fn sleepers(&self) -> MutexGuard<'_, HashMap<MapData, u64, u32>> {
+        this_builds(&self.sleepers, SLEEPERS_MAP)
     }
 
     /// `dk_dirty` of this build's set.
-    pub(crate) fn dirty(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<MapData, RawDirtyKey, [u64; 2]>> {
-        self.dirty
-            .as_ref()
-            .expect("this build's set has dk_dirty")
-            .lock()
-            .expect("dirty map lock")
+    pub(crate) fn dirty(&self) -> MutexGuard<'_, HashMap<MapData, RawDirtyKey, [u64; 2]>> {
+        this_builds(&self.dirty, DIRTY_MAP)
     }
 
     /// Whether these maps are still the pinned ones (the set was not
@@ -311,6 +297,14 @@ impl Shared {
             }
         }
     }
+}
+
+/// A map only this build's sets have (opened with `ours`), locked.
+fn this_builds<'a, T>(map: &'a Option<Mutex<T>>, name: &str) -> MutexGuard<'a, T> {
+    map.as_ref()
+        .unwrap_or_else(|| panic!("this build's set has {name}"))
+        .lock()
+        .unwrap_or_else(|_| panic!("{name} map lock"))
 }
 
 /// The host-wide lock on probe sets: exclusive to install and retire sets,
@@ -509,6 +503,16 @@ fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u32::try_from(size).unwrap_or(4096)
+}
+
+/// The errno of a failed map syscall, if that is what `err` is.
+pub(crate) fn map_errno(err: &aya::maps::MapError) -> Option<i32> {
+    match err {
+        aya::maps::MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
+            io_error.raw_os_error()
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn map_error(map: &'static str, err: aya::maps::MapError) -> Error {

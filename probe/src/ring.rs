@@ -10,12 +10,11 @@
 
 use std::sync::Arc;
 
-use aya::maps::{Map, MapData, MapError, RingBuf};
-use aya::sys::SyscallError;
+use aya::maps::{Map, MapData, RingBuf};
 use aya_obj::generated::bpf_map_type;
 
 use crate::abi::RawDrops;
-use crate::probe::{map_error, Shared, BPF_NOEXIST};
+use crate::probe::{map_errno, map_error, Shared, BPF_NOEXIST};
 use crate::watch::Watch;
 use crate::Error;
 
@@ -80,12 +79,8 @@ impl Ring {
             .lock()
             .expect("drops map lock")
             .insert(cgroup_id, route, BPF_NOEXIST)
-            .map_err(|err| match &err {
-                MapError::SyscallError(SyscallError { io_error, .. })
-                    if io_error.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    Error::AlreadyWatched(cgroup_id)
-                }
+            .map_err(|err| match map_errno(&err) {
+                Some(libc::EEXIST) => Error::AlreadyWatched(cgroup_id),
                 _ => map_error("dk_drops", err),
             })?;
         let buffer = self.buffer.take().expect("a ring not yet watched");

@@ -10,12 +10,9 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use aya::maps::MapError;
-use aya::sys::SyscallError;
-
 use crate::abi::RawDirtyKey;
 use crate::event::{self, Decoded, Gap, Record, RING_FULL};
-use crate::probe::{map_error, Shared};
+use crate::probe::{map_errno, map_error, Shared};
 use crate::ring::Ring;
 use crate::Error;
 
@@ -111,6 +108,9 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Record> {
         loop {
             if let Some(record) = self.try_next() {
+                // Here, not in `try_next`: a drain loop calls that per record.
+                self.last_record = Instant::now();
+                self.asleep = false;
                 return Some(record);
             }
             let wait = if self.last_record.elapsed() < LINGER {
@@ -146,8 +146,6 @@ impl Watch {
             match decoded {
                 Ok(Decoded::Event(event)) => {
                     self.last_ns = event.ts_ns;
-                    self.last_record = Instant::now();
-                    self.asleep = false;
                     return Some(Record::Event(event));
                 }
                 Ok(Decoded::Gap(gap)) => {
@@ -230,14 +228,9 @@ impl MergedWrites {
     pub fn report_next_write(&self, pid: u32, fd: i32) -> Result<(), Error> {
         let key = RawDirtyKey { tgid: pid, fd };
         match self.shared.dirty().remove(&key) {
-            Ok(()) => Ok(()),
             // Closed, or evicted: its next write is reported anyway.
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(map_error("dk_dirty", err)),
+            Err(err) if map_errno(&err) != Some(libc::ENOENT) => Err(map_error("dk_dirty", err)),
+            _ => Ok(()),
         }
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use diffkeeper_probe::{ChildCgroup, Event, Op, Probe, ProbeConfig, Record};
-use support::{e2e_ready, events, records_until_exit, unique_cgroup, workload, Reaped};
+use support::{
+    e2e_ready, events, records_until_exit, unique_cgroup, watched_cgroup, workload, Reaped,
+};
 
 /// Directory levels of the script's deep-path step (src/bin/dk-probe-workload.rs).
 const DEEP_LEVELS: usize = 70;
@@ -213,10 +215,8 @@ async fn script_in_a_cgroup_reports_every_operation_in_order_with_full_paths() {
     if !e2e_ready() {
         return;
     }
-    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cgroup = ChildCgroup::create(unique_cgroup("script")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("script", ProbeConfig::default());
 
     let mut command = script_command(dir.path());
     cgroup.spawn_inside(&mut command);
@@ -243,10 +243,8 @@ async fn a_process_outside_the_watched_cgroup_produces_no_events() {
     if !e2e_ready() {
         return;
     }
-    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cgroup = ChildCgroup::create(unique_cgroup("outside")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("outside", ProbeConfig::default());
 
     // The same script, in the test's own cgroup: nothing may arrive.
     let outside = script_command(dir.path()).status().expect("run the script");
@@ -278,11 +276,9 @@ async fn writes_after_a_reported_one_are_folded_until_the_reader_asks() {
     if !e2e_ready() {
         return;
     }
-    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("log");
-    let cgroup = ChildCgroup::create(unique_cgroup("merged")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("merged", ProbeConfig::default());
     let merged = watch.merged_writes();
     let mut command = Command::new(workload());
     command.arg("relay").arg(&file).stdin(Stdio::piped());
@@ -333,11 +329,9 @@ async fn a_new_fd_under_a_reused_number_reports_its_first_write() {
     if !e2e_ready() {
         return;
     }
-    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
     let dir = tempfile::tempdir().expect("tempdir");
     let [a, b] = ["a", "b"].map(|name| dir.path().join(name));
-    let cgroup = ChildCgroup::create(unique_cgroup("reopen")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("reopen", ProbeConfig::default());
     let mut command = Command::new(workload());
     command.arg("reopen").arg(&a).arg(&b);
     cgroup.spawn_inside(&mut command);
@@ -431,10 +425,8 @@ async fn a_full_ring_buffer_is_reported_as_gaps_and_nothing_is_invented() {
         ring_buffer_bytes: 4096,
         ..ProbeConfig::default()
     };
-    let probe = Probe::load(config).expect("load the probe");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cgroup = ChildCgroup::create(unique_cgroup("overflow")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("overflow", config);
 
     let file = dir.path().join("burst");
     let mut command = Command::new(workload());
@@ -495,14 +487,12 @@ async fn paths_are_relative_to_the_task_root_and_fds_from_outside_it_are_flagged
         support::skip("no /bin/busybox (apt package busybox-static)");
         return;
     }
-    let probe = Probe::load(ProbeConfig::default()).expect("load the probe");
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(root.path().join("bin")).unwrap();
     std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
     let logs = tempfile::tempdir().expect("tempdir");
     let stdout = std::fs::File::create(logs.path().join("stdout")).unwrap();
-    let cgroup = ChildCgroup::create(unique_cgroup("chroot")).expect("cgroup");
-    let mut watch = probe.watch(cgroup.id()).expect("watch");
+    let (cgroup, mut watch) = watched_cgroup("chroot", ProbeConfig::default());
 
     // A container in miniature: its root is `root`, its stdout a host file.
     let mut command = Command::new("chroot");

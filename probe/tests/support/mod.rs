@@ -5,7 +5,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use diffkeeper_probe::{Event, Op, Record, Watch};
+use diffkeeper_probe::{ChildCgroup, Event, Op, Probe, ProbeConfig, Record, Watch};
 
 /// The e2e skip convention: without the capability a test prints
 /// `SKIP: <reason>` and passes, unless `DIFFKEEPER_REQUIRE_E2E=1` (CI), where
@@ -44,6 +44,15 @@ pub fn unique_cgroup(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("diffkeeper-probe-test-{tag}-{}-{n}", std::process::id())
+}
+
+/// A fresh cgroup named after `tag`, watched through the host's probe set
+/// (`config`: the default one unless a test needs its own ring size).
+pub fn watched_cgroup(tag: &str, config: ProbeConfig) -> (ChildCgroup, Watch) {
+    let probe = Probe::load(config).expect("load the probe");
+    let cgroup = ChildCgroup::create(unique_cgroup(tag)).expect("cgroup");
+    let watch = probe.watch(cgroup.id()).expect("watch");
+    (cgroup, watch)
 }
 
 /// Kills and reaps the child if the test fails before it exits, so its
